@@ -1,0 +1,1 @@
+"""Shared library of mediaflow: settings, jobs, queues, storage, telemetry, gRPC helpers."""

@@ -1,0 +1,125 @@
+"""The job resource and its state machine (design.md, "Job states")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class JobType(StrEnum):
+    transcribe = "transcribe"
+    compose = "compose"
+    caption = "caption"
+    probe = "probe"  # media metadata read by the compositor's worker
+
+
+class JobState(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelling = "cancelling"
+    cancelled = "cancelled"
+
+
+TERMINAL = frozenset({JobState.succeeded, JobState.failed, JobState.cancelled})
+
+# Allowed transitions; every transition appends a `state` event.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.queued: frozenset({JobState.running, JobState.cancelling, JobState.cancelled, JobState.failed}),
+    JobState.running: frozenset(
+        {JobState.succeeded, JobState.failed, JobState.cancelling, JobState.cancelled, JobState.queued}
+    ),  # running -> queued: requeued by a draining worker
+    JobState.cancelling: frozenset({JobState.cancelled, JobState.succeeded, JobState.failed}),
+    JobState.succeeded: frozenset(),
+    JobState.failed: frozenset({JobState.queued}),  # retry
+    JobState.cancelled: frozenset({JobState.queued}),  # retry
+}
+
+
+def can_transition(src: JobState, dst: JobState) -> bool:
+    return dst in TRANSITIONS[src]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    retryable: bool = False
+
+
+class Artifact(BaseModel):
+    name: str
+    size: int
+    content_type: str
+    url: str = ""
+
+
+class Job(BaseModel):
+    id: str
+    type: JobType
+    state: JobState = JobState.queued
+    progress: float = 0.0
+    stage: str = ""
+    message: str = ""
+    queue: str = ""
+    attempt: int = 0
+    max_attempts: int = 3
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    input: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    artifacts: list[Artifact] = Field(default_factory=list)
+    error: JobError | None = None
+    parent_id: str | None = None
+    children: list[str] = Field(default_factory=list)
+    # internal: never rendered to clients
+    tenant: str = Field(default="default", exclude=True)
+    traceparent: str | None = Field(default=None, exclude=True)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def internal_json(self) -> str:
+        """Serialised with the internal fields, for the store."""
+        data = self.model_dump(mode="json")
+        data["tenant"], data["traceparent"] = self.tenant, self.traceparent
+        import json
+
+        return json.dumps(data, separators=(",", ":"))
+
+    def public(self, base_url: str = "") -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        for artifact in data["artifacts"]:
+            artifact["url"] = f"{base_url}/v1/jobs/{self.id}/artifacts/{artifact['name']}"
+        return data
+
+
+class Media(BaseModel):
+    id: str
+    tenant: str = Field(default="default", exclude=True)
+    filename: str = ""
+    content_type: str = ""
+    size: int = 0
+    duration: float | None = None
+    format: str = ""
+    streams: list[dict[str, Any]] = Field(default_factory=list)
+    key: str = ""  # storage key of the bytes
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def internal_json(self) -> str:
+        data = self.model_dump(mode="json")
+        data["tenant"] = self.tenant
+        import json
+
+        return json.dumps(data, separators=(",", ":"))

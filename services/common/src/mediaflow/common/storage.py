@@ -1,0 +1,180 @@
+"""Blob storage behind one interface: `file://` (default; a shared volume in Kubernetes) and `s3://`.
+
+Keys: `media/{media_id}/{name}`, `jobs/{job_id}/{artifact}`. Writes go to a temporary key and are
+moved into place, so a reader (or a retried job) never sees a half-written object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Protocol
+from urllib.parse import urlparse
+
+from .errors import InvalidInput, NotFound
+
+
+def check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise InvalidInput(f"invalid storage key {key!r}", code="invalid_key")
+    return key
+
+
+class Storage(Protocol):
+    url: str
+
+    def writer(self, key: str) -> contextlib.AbstractContextManager[IO[bytes]]: ...
+    def put_file(self, key: str, src: Path) -> int: ...
+    def local_path(self, key: str) -> contextlib.AbstractContextManager[Path]: ...
+    def open(self, key: str) -> IO[bytes]: ...
+    def size(self, key: str) -> int: ...
+    def exists(self, key: str) -> bool: ...
+    def delete_prefix(self, prefix: str) -> None: ...
+    def ping(self) -> None: ...
+
+
+class FileStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.url = f"file://{self.root}"
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    @contextlib.contextmanager
+    def writer(self, key: str) -> Iterator[IO[bytes]]:
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.part-{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_file(self, key: str, src: Path) -> int:
+        with self.writer(key) as out, open(src, "rb") as fh:
+            shutil.copyfileobj(fh, out, 1024 * 1024)
+        return self.size(key)
+
+    @contextlib.contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        path = self.path(key)
+        if not path.is_file():
+            raise NotFound(f"object {key} does not exist", code="object_not_found")
+        yield path
+
+    def open(self, key: str) -> IO[bytes]:
+        try:
+            return open(self.path(key), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"object {key} does not exist", code="object_not_found") from None
+
+    def size(self, key: str) -> int:
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"object {key} does not exist", code="object_not_found") from None
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self.root / check_key(prefix.rstrip("/")), ignore_errors=True)
+
+    def ping(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise OSError(f"{self.root} is not writable")
+
+
+class S3Storage:
+    """S3 or any S3-compatible store (MinIO, Ceph). Endpoint and credentials come from the standard
+    AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)."""
+
+    def __init__(self, bucket: str, prefix: str) -> None:
+        import boto3  # imported here: only S3 deployments pay for it
+
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}"
+        self.client = boto3.client("s3")
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    @contextlib.contextmanager
+    def writer(self, key: str) -> Iterator[IO[bytes]]:
+        with tempfile.NamedTemporaryFile(prefix="mediaflow-") as fh:
+            yield fh  # type: ignore[misc]
+            fh.flush()
+            self.put_file(key, Path(fh.name))
+
+    def put_file(self, key: str, src: Path) -> int:
+        final = self._key(key)
+        tmp = f"{final}.part-{uuid.uuid4().hex}"
+        self.client.upload_file(str(src), self.bucket, tmp)
+        try:
+            self.client.copy({"Bucket": self.bucket, "Key": tmp}, self.bucket, final)
+        finally:
+            self.client.delete_object(Bucket=self.bucket, Key=tmp)
+        return src.stat().st_size
+
+    @contextlib.contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        suffix = Path(key).suffix
+        with tempfile.NamedTemporaryFile(prefix="mediaflow-", suffix=suffix) as fh:
+            try:
+                self.client.download_fileobj(self.bucket, self._key(key), fh)
+            except self.client.exceptions.ClientError as exc:
+                raise NotFound(f"object {key} does not exist", code="object_not_found") from exc
+            fh.flush()
+            yield Path(fh.name)
+
+    def open(self, key: str) -> IO[bytes]:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except self.client.exceptions.NoSuchKey:
+            raise NotFound(f"object {key} does not exist", code="object_not_found") from None
+
+    def size(self, key: str) -> int:
+        try:
+            return int(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
+        except self.client.exceptions.ClientError:
+            raise NotFound(f"object {key} does not exist", code="object_not_found") from None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.size(key)
+        except NotFound:
+            return False
+        return True
+
+    def delete_prefix(self, prefix: str) -> None:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix.rstrip("/")) + "/"):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+
+    def ping(self) -> None:
+        self.client.head_bucket(Bucket=self.bucket)
+
+
+def open_storage(url: str) -> Storage:
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        # file://./relative and file:///absolute both work
+        return FileStorage(Path((parsed.netloc + parsed.path) or "."))
+    if parsed.scheme == "s3":
+        return S3Storage(parsed.netloc, parsed.path)
+    raise ValueError(f"unsupported storage URL {url!r} (use file:// or s3://)")

@@ -1,0 +1,226 @@
+"""Job and media records in Redis: the record, a per-tenant index and a per-job event stream.
+
+Keys (all under `mediaflow:`):
+  job:{id}           JSON record (internal fields included)
+  jobs:{tenant}      sorted set of job ids (score 0, ordered by id = ULID = creation time) for paging
+  events:{id}        stream of `state` / `progress` / `log` events; stream ids are the SSE ids
+  media:{id}         JSON media record
+  idem:{tenant}:{k}  Idempotency-Key -> job id (24 h)
+  stats:{queue}:{succeeded|failed}  sorted set of finish times (recent counts for /v1/queues)
+Every change to a record goes through `update`, an optimistic (WATCH/MULTI) read-modify-write, so a
+cancel and a worker's progress report never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
+
+from .errors import Conflict, NotFound
+from .jobs import TERMINAL, Job, JobState, Media, can_transition, utcnow
+
+EVENTS_MAXLEN = 2000
+STATS_WINDOW_S = 3600
+IDEMPOTENCY_TTL_S = 24 * 3600
+
+
+def job_key(job_id: str) -> str:
+    return f"mediaflow:job:{job_id}"
+
+
+def events_key(job_id: str) -> str:
+    return f"mediaflow:events:{job_id}"
+
+
+def tenant_index_key(tenant: str) -> str:
+    return f"mediaflow:jobs:{tenant}"
+
+
+def media_key(media_id: str) -> str:
+    return f"mediaflow:media:{media_id}"
+
+
+def stats_key(queue: str, outcome: str) -> str:
+    return f"mediaflow:stats:{queue}:{outcome}"
+
+
+def state_event(job: Job) -> dict[str, Any]:
+    return {
+        "state": job.state.value,
+        "progress": job.progress,
+        "stage": job.stage,
+        "message": job.message,
+        "attempt": job.attempt,
+        "error": job.error.model_dump() if job.error else None,
+    }
+
+
+def add_event(pipe: Pipeline, job_id: str, event: str, data: dict[str, Any]) -> None:
+    pipe.xadd(events_key(job_id), {"event": event, "data": json.dumps(data)},
+              maxlen=EVENTS_MAXLEN, approximate=True)
+
+
+Mutation = Callable[[Job], "list[tuple[str, dict[str, Any]]] | None"]
+
+
+class JobStore:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    # ---- jobs -------------------------------------------------------------------------------
+    def stage_create(self, pipe: Pipeline, job: Job) -> None:
+        """Queue the commands that create `job` on a MULTI pipeline (used with the ARQ enqueue)."""
+        pipe.set(job_key(job.id), job.internal_json())
+        pipe.zadd(tenant_index_key(job.tenant), {job.id: 0})
+        add_event(pipe, job.id, "state", state_event(job))
+
+    async def get(self, job_id: str, tenant: str | None = None) -> Job:
+        raw = await self.redis.get(job_key(job_id))
+        if raw is None:
+            raise NotFound(f"job {job_id} does not exist", code="job_not_found")
+        job = Job.model_validate_json(raw)
+        if tenant is not None and job.tenant != tenant:
+            # Another tenant's job is indistinguishable from a missing one.
+            raise NotFound(f"job {job_id} does not exist", code="job_not_found")
+        return job
+
+    async def get_many(self, job_ids: list[str]) -> list[Job]:
+        if not job_ids:
+            return []
+        raws = await self.redis.mget([job_key(i) for i in job_ids])
+        return [Job.model_validate_json(r) for r in raws if r is not None]
+
+    async def update(self, job_id: str, mutate: Mutation,
+                     extra: Callable[[Pipeline, Job], Awaitable[None] | None] | None = None) -> Job:
+        """Read-modify-write under WATCH. `mutate` changes the job in place and returns events to
+        append; it may raise to abort. `extra` adds more commands to the same transaction."""
+        key = job_key(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        raise NotFound(f"job {job_id} does not exist", code="job_not_found")
+                    job = Job.model_validate_json(raw)
+                    events = mutate(job) or []
+                    pipe.multi()
+                    pipe.set(key, job.internal_json())
+                    for name, data in events:
+                        add_event(pipe, job_id, name, data)
+                    if extra is not None:
+                        maybe = extra(pipe, job)
+                        if maybe is not None:
+                            await maybe
+                    await pipe.execute()
+                    return job
+                except WatchError:
+                    continue
+
+    async def transition(self, job_id: str, dst: JobState, *, allowed_from: set[JobState] | None = None,
+                         extra: Callable[[Pipeline, Job], Awaitable[None] | None] | None = None,
+                         **fields: Any) -> Job:
+        def mutate(job: Job) -> list[tuple[str, dict[str, Any]]]:
+            if (allowed_from is not None and job.state not in allowed_from) or not can_transition(
+                job.state, dst
+            ):
+                raise Conflict(f"job {job.id} is {job.state.value}; it cannot become {dst.value}",
+                               code="invalid_state")
+            job.state = dst
+            for name, value in fields.items():
+                setattr(job, name, value)
+            if dst in TERMINAL:
+                job.finished_at = utcnow()
+            return [("state", state_event(job))]
+
+        def with_stats(pipe: Pipeline, job: Job) -> Awaitable[None] | None:
+            if dst in (JobState.succeeded, JobState.failed) and job.queue:
+                now = time.time()
+                skey = stats_key(job.queue, dst.value)
+                pipe.zadd(skey, {job.id: now})
+                pipe.zremrangebyscore(skey, 0, now - STATS_WINDOW_S)
+            return extra(pipe, job) if extra is not None else None
+
+        return await self.update(job_id, mutate, with_stats)
+
+    async def list(self, tenant: str, *, state: str | None = None, type: str | None = None,
+                   limit: int = 50, cursor: str | None = None) -> tuple[list[Job], str | None]:
+        """Newest first. The cursor is the last id of the previous page (ids sort by time)."""
+        index = tenant_index_key(tenant)
+        found: list[Job] = []
+        upper = f"({cursor}" if cursor else "+"
+        while len(found) < limit:
+            ids = await self.redis.zrevrangebylex(index, upper, "-", start=0, num=max(limit * 2, 50))
+            if not ids:
+                return found, None
+            ids = [i.decode() if isinstance(i, bytes) else i for i in ids]
+            for job in await self.get_many(ids):
+                if (state is None or job.state == state) and (type is None or job.type == type):
+                    found.append(job)
+                    if len(found) == limit:
+                        return found, job.id
+            upper = f"({ids[-1]}"
+        return found, None
+
+    async def events(self, job_id: str, after: str = "0-0", block_ms: int | None = None,
+                     count: int = 100) -> list[tuple[str, str, dict[str, Any]]]:
+        """Events after stream id `after` as (id, event, data)."""
+        reply = await self.redis.xread({events_key(job_id): after}, count=count, block=block_ms)
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                     for k, v in fields.items()}
+                out.append((eid, f["event"], json.loads(f["data"])))
+        return out
+
+    async def log(self, job_id: str, message: str, level: str = "info") -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            add_event(pipe, job_id, "log", {"level": level, "message": message})
+            await pipe.execute()
+
+    # ---- idempotency ------------------------------------------------------------------------
+    async def idempotent_job_id(self, tenant: str, key: str) -> str | None:
+        raw = await self.redis.get(f"mediaflow:idem:{tenant}:{key}")
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    @staticmethod
+    def stage_idempotency(pipe: Pipeline, tenant: str, key: str, job_id: str) -> None:
+        pipe.set(f"mediaflow:idem:{tenant}:{key}", job_id, ex=IDEMPOTENCY_TTL_S)
+
+    async def claim_idempotency(self, tenant: str, key: str, job_id: str) -> str:
+        """Returns the job id that owns the key: `job_id` if we claimed it first."""
+        ok = await self.redis.set(f"mediaflow:idem:{tenant}:{key}", job_id, nx=True, ex=IDEMPOTENCY_TTL_S)
+        if ok:
+            return job_id
+        owner = await self.idempotent_job_id(tenant, key)
+        return owner or job_id
+
+    # ---- media ------------------------------------------------------------------------------
+    async def put_media(self, media: Media) -> None:
+        await self.redis.set(media_key(media.id), media.internal_json())
+
+    async def get_media(self, media_id: str, tenant: str | None = None) -> Media:
+        raw = await self.redis.get(media_key(media_id))
+        if raw is None:
+            raise NotFound(f"media {media_id} does not exist", code="media_not_found")
+        media = Media.model_validate_json(raw)
+        if tenant is not None and media.tenant != tenant:
+            raise NotFound(f"media {media_id} does not exist", code="media_not_found")
+        return media
+
+    # ---- queue statistics -------------------------------------------------------------------
+    async def recent_outcomes(self, queue: str) -> dict[str, int]:
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for outcome in ("succeeded", "failed"):
+                pipe.zcount(stats_key(queue, outcome), now - STATS_WINDOW_S, "+inf")
+            succeeded, failed = await pipe.execute()
+        return {"succeeded": succeeded, "failed": failed}
