@@ -45,6 +45,8 @@ def stage_enqueue(pipe: Pipeline, job: Job, defer_ms: int = 0) -> None:
     payload = serialize_job(FUNCTION_FOR_TYPE[job.type], (job.id,), {}, None, int(time.time() * 1000),
                             serializer=json_serializer)
     pipe.psetex(job_key_prefix + job.id, JOB_EXPIRY_MS, payload)
+    # ARQ would abort a job whose id lingers in its abort set (arq issue #485): clear it.
+    pipe.zrem(abort_jobs_ss, job.id)
     pipe.zadd(job.queue, {job.id: int(time.time() * 1000) + defer_ms})
     # Wake one idle worker of that pool; the list is trimmed so a burst cannot grow it without bound.
     pipe.lpush(wake_key(job.queue), 1)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from arq.connections import RedisSettings
-from arq.constants import in_progress_key_prefix, retry_key_prefix
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, retry_key_prefix
 from arq.worker import Retry, Worker, func
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -153,6 +153,7 @@ class MediaflowWorker(Worker):
         self.ctx["worker"] = self
         self._wake_redis: Redis | None = None
         self._last_registry = 0.0
+        self._last_abort_purge = 0.0
         self.store: JobStore | None = None
         self.storage: Storage = open_storage(settings.storage_url)
         self.info: dict[str, Any] = {}
@@ -164,7 +165,16 @@ class MediaflowWorker(Worker):
 
     async def _poll_iteration(self) -> None:
         await super()._poll_iteration()
+        await self._purge_stale_aborts()
         await self._wait_for_work()
+
+    async def _purge_stale_aborts(self) -> None:
+        # ARQ never removes abort requests for ids no worker holds (its age check is inverted);
+        # drop them after a minute so they cannot abort a later attempt of the same id.
+        now = time.time()
+        if now - self._last_abort_purge >= 10:
+            self._last_abort_purge = now
+            await self.pool.zremrangebyscore(abort_jobs_ss, 0, int((now - 60) * 1000))
 
     async def _wait_for_work(self) -> None:
         if self.burst:

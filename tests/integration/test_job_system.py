@@ -1,0 +1,180 @@
+"""Reliability of the job system on a real Valkey: cancel, abort, wake-up, attempts, exactly-once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from arq.connections import ArqRedis
+from arq.constants import abort_jobs_ss
+from arq.jobs import Job as ArqJob
+
+from mediaflow.common.dispatch import Dispatcher
+from mediaflow.common.errors import Conflict, NotFound
+from mediaflow.common.ids import new_job_id
+from mediaflow.common.jobs import Job, JobState, JobType
+from mediaflow.common.queues import COMPOSE_QUEUE
+from mediaflow.common.settings import Settings
+from mediaflow.common.storage import open_storage
+from mediaflow.common.worker import MediaflowWorker, create_worker
+from mediaflow.compositor import jobs as compositor_jobs
+
+KEY = "media/m_fixture/jfk.flac"
+
+
+@pytest.fixture
+def stored(settings: Settings, media) -> Settings:
+    open_storage(settings.storage_url).put_file(KEY, media / "jfk.flac")
+    return settings
+
+
+def probe_job(hold: float = 0.0, **fields) -> Job:
+    return Job(id=fields.pop("id", None) or new_job_id(), type=JobType.probe, queue=COMPOSE_QUEUE,
+               input={"storage_key": fields.pop("key", KEY)}, options={"hold_seconds": hold}, **fields)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, count: int = 1) -> AsyncIterator[list[MediaflowWorker]]:
+    workers = [create_worker(COMPOSE_QUEUE, {JobType.probe: compositor_jobs.probe}, settings,
+                             handle_signals=False) for _ in range(count)]
+    tasks = [asyncio.create_task(w.async_run()) for w in workers]
+    try:
+        yield workers
+    finally:
+        for w, t in zip(workers, tasks, strict=True):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+            await w.close()
+
+
+async def wait_state(dispatcher: Dispatcher, job_id: str, states: set[JobState], timeout: float = 20) -> Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = await dispatcher.store.get(job_id)
+        if job.state in states:
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job {job_id} never reached {states}; it is {job.state}")
+
+
+async def state_events(dispatcher: Dispatcher, job_id: str) -> list[str]:
+    return [d["state"] for _, e, d in await dispatcher.store.events(job_id, count=1000) if e == "state"]
+
+
+async def test_cancelled_queued_job_never_starts(redis, stored) -> None:
+    dispatcher = Dispatcher(redis)
+    job, _ = await dispatcher.submit(probe_job())
+    cancelled = await dispatcher.cancel(job.id)
+    assert cancelled.state == JobState.cancelled
+    assert await redis.zscore(COMPOSE_QUEUE, job.id) is None
+    async with running_worker(stored):
+        other, _ = await dispatcher.submit(probe_job())
+        await wait_state(dispatcher, other.id, {JobState.succeeded})
+    assert await state_events(dispatcher, job.id) == ["queued", "cancelled"]
+    assert (await dispatcher.store.get(job.id)).attempt == 0
+
+
+async def test_cancel_running_job_stops_it_and_worker_goes_on(redis, stored) -> None:
+    dispatcher = Dispatcher(redis)
+    async with running_worker(stored):
+        job, _ = await dispatcher.submit(probe_job(hold=30))
+        await wait_state(dispatcher, job.id, {JobState.running})
+        asked = time.monotonic()
+        await dispatcher.cancel(job.id)
+        done = await wait_state(dispatcher, job.id, {JobState.cancelled}, timeout=10)
+        took = time.monotonic() - asked
+        assert took < 5, f"cancel took {took:.2f} s"
+        assert done.state == JobState.cancelled
+        nxt, _ = await dispatcher.submit(probe_job())
+        assert (await wait_state(dispatcher, nxt.id, {JobState.succeeded})).result["duration"] == 11.0
+    assert await state_events(dispatcher, job.id) == ["queued", "running", "cancelling", "cancelled"]
+    with pytest.raises(Conflict):
+        await dispatcher.cancel(job.id)
+
+
+async def test_abort_of_unknown_id_never_hits_a_later_job(redis, stored) -> None:
+    """arq issue #485: an abort for an id no worker holds lingers and aborts a later job with it."""
+    dispatcher = Dispatcher(redis)
+    job_id = new_job_id()
+    with pytest.raises(NotFound):
+        await dispatcher.cancel(job_id)
+    # What ARQ's own API does for an unknown id: it leaves the id in the abort set.
+    arq = ArqRedis(connection_pool=redis.connection_pool)
+    await ArqJob(job_id, arq).abort(timeout=0)
+    assert await redis.zscore(abort_jobs_ss, job_id) is not None
+    async with running_worker(stored):
+        await dispatcher.submit(probe_job(id=job_id))
+        done = await wait_state(dispatcher, job_id, {JobState.succeeded, JobState.failed, JobState.cancelled})
+    assert done.state == JobState.succeeded
+
+
+async def test_idle_worker_is_woken_not_polled(redis, stored) -> None:
+    """With a 5 s fallback poll, an enqueue still starts within a fraction of a second."""
+    slow_poll = stored.model_copy(update={"poll_delay": 5.0})
+    dispatcher = Dispatcher(redis)
+    async with running_worker(slow_poll):
+        await asyncio.sleep(0.3)  # the worker is now blocked waiting for work
+        latencies = []
+        for _ in range(5):
+            job, _ = await dispatcher.submit(probe_job())
+            done = await wait_state(dispatcher, job.id, {JobState.succeeded})
+            latencies.append((done.started_at - done.created_at).total_seconds())
+            await asyncio.sleep(0.2)
+    assert max(latencies) < 1.0, latencies
+
+
+async def test_every_job_runs_exactly_once_across_workers(redis, stored) -> None:
+    dispatcher = Dispatcher(redis)
+    async with running_worker(stored, count=3):
+        jobs = [probe_job() for _ in range(60)]
+        await dispatcher.submit_many(jobs)
+        for job in jobs:
+            await wait_state(dispatcher, job.id, {JobState.succeeded}, timeout=60)
+    for job in jobs:
+        assert await state_events(dispatcher, job.id) == ["queued", "running", "succeeded"]
+        assert (await dispatcher.store.get(job.id)).attempt == 1
+
+
+async def test_failure_records_code_and_retry_runs_again(redis, stored) -> None:
+    dispatcher = Dispatcher(redis)
+    async with running_worker(stored):
+        job, _ = await dispatcher.submit(probe_job(key="media/m_missing/none.wav"))
+        failed = await wait_state(dispatcher, job.id, {JobState.failed})
+        assert failed.error is not None and failed.error.code == "object_not_found"
+        # put the media in place, retry: same id, a new attempt, and it succeeds
+        open_storage(stored.storage_url).put_file("media/m_missing/none.wav", stored.allowed_roots[0] / "jfk.flac")
+        await dispatcher.retry(job.id)
+        done = await wait_state(dispatcher, job.id, {JobState.succeeded})
+    assert done.attempt == 2
+    assert await state_events(dispatcher, job.id) == ["queued", "running", "failed", "queued", "running",
+                                                      "succeeded"]
+    with pytest.raises(Conflict):
+        await dispatcher.retry(job.id)
+
+
+async def test_retry_after_cancel_of_running_job(redis, stored) -> None:
+    dispatcher = Dispatcher(redis)
+    async with running_worker(stored):
+        job, _ = await dispatcher.submit(probe_job(hold=30))
+        await wait_state(dispatcher, job.id, {JobState.running})
+        await dispatcher.cancel(job.id)
+        await wait_state(dispatcher, job.id, {JobState.cancelled})
+        # the retried attempt must not be hit by the abort that cancelled the first one
+        await redis.set(f"mediaflow:job:{job.id}", (await dispatcher.store.get(job.id)).model_copy(
+            update={"options": {"hold_seconds": 0}}).internal_json())
+        await dispatcher.retry(job.id)
+        done = await wait_state(dispatcher, job.id, {JobState.succeeded, JobState.cancelled, JobState.failed})
+    assert done.state == JobState.succeeded
+
+
+async def test_job_that_keeps_losing_its_worker_ends_failed(redis, stored) -> None:
+    dispatcher = Dispatcher(redis)
+    # attempt already at the budget: as if the worker had died twice running it
+    job, _ = await dispatcher.submit(probe_job(attempt=2, max_attempts=2))
+    async with running_worker(stored):
+        done = await wait_state(dispatcher, job.id, {JobState.failed})
+    assert done.error is not None and done.error.code == "max_attempts_exceeded"
