@@ -1,0 +1,502 @@
+"""`mediaflow`: the command line of mediaflow (docs/cli.md).
+
+Every job command talks to `MEDIAFLOW_URL` with `MEDIAFLOW_API_KEY`; without MEDIAFLOW_URL it starts
+an embedded stack (the `mediaflow up` supervisor, in a temporary data directory, on free ports) for
+the duration of the command. Exit codes: 0 done, 1 failed (the problem or job error `code` is
+printed), 2 usage, 130 interrupted (the running job is cancelled first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .client import TERMINAL_STATES, ApiError, MediaflowClient
+from .up import Stack, StackConfig, StackError, serve
+
+app = typer.Typer(name="mediaflow", no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Transcribe, caption and compose media with a mediaflow server (or an embedded one).")
+jobs_app = typer.Typer(no_args_is_help=True, help="List, inspect, cancel and retry jobs.")
+app.add_typer(jobs_app, name="jobs")
+
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+REPO_MEDIA = Path("tests") / "fixtures" / "media"
+DEMO_SAMPLE = "grid_bbaf2n.mp4"
+EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
+
+
+def default_data_dir() -> Path:
+    if os.environ.get("MEDIAFLOW_DATA_DIR"):
+        return Path(os.environ["MEDIAFLOW_DATA_DIR"])
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "mediaflow"
+
+
+def fail(code: str, message: str, exit_code: int = EXIT_FAILED) -> typer.Exit:
+    err.print(f"[bold red]error[/]: {escape(code)}: {escape(message)}")
+    return typer.Exit(exit_code)
+
+
+def _reporter(console: Console, verbose: bool = True) -> Any:
+    styles = {"ready": "green", "info": "dim", "warning": "yellow", "error": "bold red"}
+    marks = {"ready": "✓", "info": "·", "warning": "!", "error": "✗"}
+
+    def report(level: str, message: str) -> None:
+        if verbose or level in ("warning", "error"):
+            console.print(f"[{styles.get(level, '')}]{marks.get(level, '·')} {escape(message)}[/]")
+
+    return report
+
+
+@contextlib.contextmanager
+def _interrupt_shortens_stop(stack: Stack) -> Iterator[None]:
+    """While the stack stops, another Ctrl-C shortens the drain instead of abandoning children."""
+    def handler(_signum: int, _frame: object) -> None:
+        stack.config.stop_timeout = 0.5
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def connect(*, embedded: bool = True, heavy: bool = False) -> Iterator[MediaflowClient]:
+    """A client of MEDIAFLOW_URL, or of an embedded stack started for this command."""
+    url = os.environ.get("MEDIAFLOW_URL")
+    if url:
+        with MediaflowClient(url, os.environ.get("MEDIAFLOW_API_KEY")) as client:
+            yield client
+        return
+    if not embedded:
+        raise fail("no_server", "MEDIAFLOW_URL is not set: point it at a running server "
+                                "(e.g. one started with `mediaflow up`) and set MEDIAFLOW_API_KEY")
+    data_dir = Path(tempfile.mkdtemp(prefix="mediaflow-embedded-"))
+    err.print(f"[dim]MEDIAFLOW_URL is not set: starting an embedded stack (data in {data_dir})[/]")
+    stack = Stack(StackConfig(data_dir=data_dir, heavy_worker=heavy), report=_reporter(err))
+    keep = False
+    try:
+        try:
+            stack.start(wait_for=("api",))
+        except StackError as exc:
+            keep = True
+            raise fail("stack_failed", f"{exc} (logs kept in {data_dir / 'logs'})") from exc
+        try:
+            with MediaflowClient(stack.url, stack.api_key) as client:
+                yield client
+        finally:
+            err.print("[dim]stopping the embedded stack ...[/]")
+            with _interrupt_shortens_stop(stack):
+                stack.stop()
+    finally:
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def api_errors() -> Iterator[None]:
+    """ApiError -> `error: code: message`, exit 1."""
+    try:
+        yield
+    except ApiError as exc:
+        raise fail(exc.code, exc.message) from None
+
+
+# ---- following a job ------------------------------------------------------------------------
+
+def follow(client: MediaflowClient, job: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
+    """Show the job's progress from its SSE stream until it is terminal. Ctrl-C cancels the job
+    and exits 130. Returns the final job resource."""
+    job_id = job["id"]
+    try:
+        with Progress(TextColumn("[bold]{task.fields[label]}"), BarColumn(), TaskProgressColumn(),
+                      TimeElapsedColumn(), TextColumn("{task.description}"),
+                      console=err, transient=False, disable=quiet) as progress:
+            task = progress.add_task(job["state"], total=1.0, label=f"{job['type']} {job_id}")
+            for event in client.events(job_id):
+                data = event.data
+                if event.event == "progress":
+                    text = " · ".join(str(p) for p in (data.get("stage"), data.get("message")) if p)
+                    progress.update(task, completed=float(data.get("progress") or 0.0), description=escape(text))
+                elif event.event == "state":
+                    state = data.get("state", "")
+                    if state == "succeeded":
+                        progress.update(task, completed=1.0)
+                    attempt = data.get("attempt")
+                    suffix = f" (attempt {attempt})" if attempt and attempt > 1 else ""
+                    note = f" — {data['message']}" if data.get("message") else ""
+                    progress.update(task, description=escape(f"{state}{suffix}{note}"))
+                    if data.get("message") and state == "queued" and data.get("attempt") is not None:
+                        progress.console.print(f"[yellow]{escape(job_id)}: {escape(data['message'])}[/]")
+                elif event.event == "log" and data.get("level") in ("warning", "error"):
+                    progress.console.print(f"[yellow]{escape(str(data.get('message', '')))}[/]")
+    except KeyboardInterrupt:
+        err.print(f"\n[yellow]interrupted: cancelling {job_id}[/]")
+        with contextlib.suppress(ApiError):
+            client.cancel(job_id)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    return client.job(job_id)
+
+
+def download_artifacts(client: MediaflowClient, job: dict[str, Any], dest: Path) -> list[Path]:
+    """The job's artifacts and those of its children (a caption job's transcript and video)."""
+    written: list[Path] = []
+    seen: set[str] = set()
+    jobs = [job] + [client.job(child) for child in job.get("children") or []]
+    for item in jobs:
+        for artifact in item.get("artifacts") or []:
+            name = artifact["name"]
+            if name in seen:
+                continue
+            seen.add(name)
+            target = dest / Path(name).name
+            client.download(item["id"], name, target)
+            written.append(target)
+    return written
+
+
+def finish(client: MediaflowClient, job: dict[str, Any], out_dir: Path | None, quiet: bool = False
+           ) -> tuple[dict[str, Any], list[Path]]:
+    """Follow, then download on success or fail with the job's error code."""
+    final = follow(client, job, quiet=quiet)
+    if final["state"] != "succeeded":
+        error = final.get("error") or {}
+        code = error.get("code") or final["state"]
+        raise fail(code, error.get("message") or f"job {final['id']} ended {final['state']}")
+    dest = out_dir if out_dir is not None else Path("out") / final["id"]
+    files = download_artifacts(client, final, dest)
+    if not quiet:
+        table = Table("artifact", "size", title=f"{final['type']} {final['id']} succeeded → {dest}")
+        for path in files:
+            table.add_row(str(path), f"{path.stat().st_size:,}")
+        out.print(table)
+    return final, files
+
+
+def submit_and_finish(client: MediaflowClient, body: dict[str, Any], out_dir: Path | None, detach: bool,
+                      quiet: bool = False) -> tuple[dict[str, Any], list[Path]]:
+    job = client.submit(body, idempotency_key=str(uuid.uuid4()))
+    if detach:
+        out.print(job["id"])
+        return job, []
+    return finish(client, job, out_dir, quiet=quiet)
+
+
+def upload(client: MediaflowClient, path: Path) -> str:
+    if not path.is_file():
+        raise fail("file_not_found", f"{path} is not a file")
+    media = client.upload(path)
+    err.print(f"[dim]uploaded {escape(path.name)} → {media['id']}[/]")
+    return media["id"]
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+OutOption = Annotated[Path | None, typer.Option("--out", "-o", help="where artifacts go [default: out/<job id>]")]
+DetachOption = Annotated[bool, typer.Option("--detach", "-d", help="submit, print the job id and return")]
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="gateway port")] = 8000,
+    host: Annotated[str, typer.Option(help="gateway address (0.0.0.0 to serve the network)")] = "127.0.0.1",
+    data_dir: Annotated[Path | None, typer.Option(help="Valkey data, storage, logs, API key "
+                                                       "[default: $MEDIAFLOW_DATA_DIR or ~/.local/share/mediaflow]")
+                        ] = None,
+    heavy: Annotated[bool, typer.Option("--heavy/--no-heavy", help="also run a compose-heavy worker")] = True,
+) -> None:
+    """Run the whole stack on this machine until Ctrl-C: Valkey, the gateway and the workers."""
+    data = data_dir or default_data_dir()
+    stack = Stack(StackConfig(data_dir=data, host=host, port=port, heavy_worker=heavy), report=_reporter(out))
+    try:
+        stack.start(wait_for=("api",))
+    except StackError as exc:
+        raise fail("stack_failed", str(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    redis_note = "embedded Valkey" if stack.embedded_valkey_port else "external Redis"
+    out.print(f"\n[bold green]mediaflow is up[/] ({redis_note}: {stack.redis_url})")
+    out.print(f"  URL:      {stack.url}   (docs: {stack.url}/docs)")
+    out.print(f"  API key:  {stack.api_key}")
+    out.print(f"  data:     {stack.config.data_dir}   (logs in {stack.config.data_dir / 'logs'})")
+    out.print(f"  CLI:      export MEDIAFLOW_URL={stack.url} MEDIAFLOW_API_KEY={stack.api_key}")
+    out.print(f'  curl:     curl -H "Authorization: Bearer {stack.api_key}" {stack.url}/v1/queues')
+    out.print("Workers report below when they are ready. Press Ctrl-C to stop.\n")
+    serve(stack)
+    alive = [c.name for c in stack.children if c.alive()]
+    if alive:
+        raise fail("stop_failed", f"still running: {', '.join(alive)}")
+    out.print(f"[bold]stopped[/]: all {len(stack.children)} processes exited")
+    if stack.failed:
+        raise fail("stack_failed", stack.failed)
+
+
+@app.command()
+def transcribe(
+    file: Annotated[Path, typer.Argument(help="audio or video file")],
+    language: Annotated[str | None, typer.Option(help="language code; default: detect")] = None,
+    task: Annotated[str, typer.Option(help="transcribe | translate (to English)")] = "transcribe",
+    diarize: Annotated[bool, typer.Option("--diarize", help="label speakers")] = False,
+    min_speakers: Annotated[int | None, typer.Option()] = None,
+    max_speakers: Annotated[int | None, typer.Option()] = None,
+    formats: Annotated[str | None, typer.Option(help="comma list of srt,vtt,scc,ass,json,txt [default: all]")
+                       ] = None,
+    speaker_labels: Annotated[bool, typer.Option("--speaker-labels", help="prefix captions with speakers")
+                              ] = False,
+    out_dir: OutOption = None,
+    detach: DetachOption = False,
+) -> None:
+    """Transcribe FILE and write captions (SRT, VTT, SCC, ASS) and a transcript."""
+    options: dict[str, Any] = {"task": task, "diarize": diarize}
+    if language:
+        options["language"] = language
+    if min_speakers:
+        options["min_speakers"] = min_speakers
+    if max_speakers:
+        options["max_speakers"] = max_speakers
+    if formats:
+        options["formats"] = [f.strip() for f in formats.split(",") if f.strip()]
+    if speaker_labels:
+        options["captions"] = {"speaker_labels": True}
+    with api_errors(), connect() as client:
+        media_id = upload(client, file)
+        _final, files = submit_and_finish(
+            client, {"type": "transcribe", "input": {"media_id": media_id}, "options": options}, out_dir, detach)
+        _print_transcript(files)
+
+
+def _print_transcript(files: list[Path]) -> None:
+    text = next((p for p in files if p.name == "transcript.txt"), None)
+    if text is not None:
+        content = text.read_text(errors="replace").strip()
+        out.print(escape(content if len(content) <= 800 else content[:800] + " …"))
+
+
+@app.command()
+def caption(
+    video: Annotated[Path, typer.Argument(help="video file")],
+    mode: Annotated[str, typer.Option(help="burn (into the picture) | soft (subtitle track) | both")] = "burn",
+    language: Annotated[str | None, typer.Option(help="language code; default: detect")] = None,
+    resolution: Annotated[str | None, typer.Option(help="1280x720 | 1920x1080 | 3840x2160")] = None,
+    quality: Annotated[str | None, typer.Option(help="draft | standard | high")] = None,
+    out_dir: OutOption = None,
+    detach: DetachOption = False,
+) -> None:
+    """Transcribe VIDEO, then burn in and/or mux its captions: writes output.mp4 and the captions."""
+    options: dict[str, Any] = {"mode": mode, "transcribe": {"language": language} if language else {}}
+    output = {k: v for k, v in {"resolution": resolution, "quality": quality}.items() if v}
+    if output:
+        options["output"] = output
+    with api_errors(), connect() as client:
+        media_id = upload(client, video)
+        submit_and_finish(client, {"type": "caption", "input": {"media_id": media_id}, "options": options},
+                          out_dir, detach)
+
+
+LOCAL_MEDIA_KEYS = ("file", "path")
+
+
+def _upload_timeline_media(client: MediaflowClient, node: Any, base: Path, server_paths: bool) -> Any:
+    """Replace every local `file` (and `path`, unless --server-paths) in the timeline by a `media_id`."""
+    if isinstance(node, list):
+        return [_upload_timeline_media(client, item, base, server_paths) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _upload_timeline_media(client, v, base, server_paths) for k, v in node.items()}
+    for key in LOCAL_MEDIA_KEYS:
+        if key == "path" and server_paths:
+            continue
+        if isinstance(node.get(key), str):
+            local = Path(node.pop(key)).expanduser()
+            node["media_id"] = upload(client, local if local.is_absolute() else base / local)
+    return node
+
+
+@app.command()
+def compose(
+    timeline: Annotated[Path, typer.Argument(help="JSON: a compose job body, or just its options")],
+    server_paths: Annotated[bool, typer.Option("--server-paths", help="send `path` entries as server-side "
+                                                                       "paths instead of uploading them")] = False,
+    out_dir: OutOption = None,
+    detach: DetachOption = False,
+) -> None:
+    """Render a timeline (intro, videos, images, transitions, outro) to output.mp4. Local media named
+    by `file` or `path` (relative to the timeline file) are uploaded first."""
+    try:
+        data = json.loads(timeline.read_text())
+    except FileNotFoundError:
+        raise fail("file_not_found", f"{timeline} does not exist") from None
+    except ValueError as exc:
+        raise fail("invalid_timeline", f"{timeline} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise fail("invalid_timeline", f"{timeline} must hold a JSON object")
+    body = data if "type" in data else {"type": "compose", "options": data}
+    with api_errors(), connect(heavy=True) as client:
+        body = _upload_timeline_media(client, body, timeline.resolve().parent, server_paths)
+        submit_and_finish(client, body, out_dir, detach)
+
+
+@app.command()
+def probe(
+    file: Annotated[Path, typer.Argument(help="media file")],
+    hold_seconds: Annotated[float, typer.Option(hidden=True, help="keep the worker busy (drills)")] = 0.0,
+    detach: DetachOption = False,
+) -> None:
+    """Read FILE's metadata (duration, streams) with a probe job on the compositor pool."""
+    with api_errors(), connect() as client:
+        media_id = upload(client, file)
+        options = {"hold_seconds": hold_seconds} if hold_seconds else {}
+        final, _ = submit_and_finish(client, {"type": "probe", "input": {"media_id": media_id}, "options": options},
+                                     None, detach, quiet=False)
+        if not detach:
+            out.print_json(data=final.get("result") or {})
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="where the outputs go")] = Path("out/demo"),
+    sample: Annotated[Path | None, typer.Option(help=f"media to caption [default: the bundled {DEMO_SAMPLE}]")
+                      ] = None,
+    job: Annotated[str, typer.Option(help="caption | transcribe")] = "caption",
+) -> None:
+    """Start an embedded stack, caption a bundled sample, print where the outputs are, stop."""
+    media = sample or find_sample()
+    if media is None:
+        raise fail("sample_not_found", f"the bundled sample {DEMO_SAMPLE} was not found; pass --sample FILE")
+    err.print(f"[bold]mediaflow demo[/]: {job} of {media}")
+    with api_errors(), connect() as client:
+        media_id = upload(client, media)
+        if job == "transcribe":
+            body: dict[str, Any] = {"type": "transcribe", "input": {"media_id": media_id}, "options": {}}
+        else:
+            body = {"type": "caption", "input": {"media_id": media_id},
+                    "options": {"mode": "both", "output": {"resolution": "1280x720", "quality": "standard"}}}
+        final, files = submit_and_finish(client, body, out_dir, detach=False)
+    _print_transcript(files)
+    out.print(f"\n[bold green]demo done[/]: {final['type']} job {final['id']} → outputs in {out_dir.resolve()}")
+    for path in files:
+        out.print(f"  {path}")
+
+
+def find_sample() -> Path | None:
+    """The demo sample is the test fixture of the repository (no second copy is kept): found from
+    the installed package (editable install in the repo) or the working directory."""
+    starts = [Path(__file__).resolve(), Path.cwd().resolve()]
+    for start in starts:
+        for parent in [start, *start.parents]:
+            candidate = parent / REPO_MEDIA / DEMO_SAMPLE
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+# ---- jobs and queues ------------------------------------------------------------------------
+
+def _fmt_time(value: str | None) -> str:
+    return (value or "")[:19].replace("T", " ")
+
+
+@jobs_app.command("ls")
+def jobs_ls(
+    state: Annotated[str | None, typer.Option(help="queued | running | succeeded | failed | cancelled")] = None,
+    type: Annotated[str | None, typer.Option("--type", help="transcribe | compose | caption | probe")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many (newest first)")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON page")] = False,
+) -> None:
+    """List jobs, newest first."""
+    with api_errors(), connect(embedded=False) as client:
+        page = client.jobs(state=state, type=type, limit=limit)
+    if as_json:
+        out.print_json(data=page)
+        return
+    items = page.get("items") or page.get("jobs") or []
+    table = Table("id", "type", "state", "progress", "attempt", "created", "stage / error")
+    for job in items:
+        error = job.get("error") or {}
+        detail = f"{error.get('code')}: {error.get('message')}" if error else job.get("stage", "")
+        table.add_row(job["id"], job["type"], job["state"], f"{float(job.get('progress') or 0):.0%}",
+                      str(job.get("attempt", "")), _fmt_time(job.get("created_at")), escape(str(detail)))
+    out.print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str) -> None:
+    """Print one job resource (JSON)."""
+    with api_errors(), connect(embedded=False) as client:
+        out.print_json(data=client.job(job_id))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a queued or running job."""
+    with api_errors(), connect(embedded=False) as client:
+        job = client.cancel(job_id)
+    out.print(f"{job['id']}: {job['state']}")
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    job_id: str,
+    follow_job: Annotated[bool, typer.Option("--follow", "-f", help="show progress and download artifacts")
+                          ] = False,
+    out_dir: OutOption = None,
+) -> None:
+    """Retry a failed or cancelled job (a new attempt of the same id)."""
+    with api_errors(), connect(embedded=False) as client:
+        job = client.retry(job_id)
+        out.print(f"{job['id']}: {job['state']} (attempt {job.get('attempt', '?')} of {job.get('max_attempts', '?')})")
+        if follow_job and job["state"] not in TERMINAL_STATES:
+            finish(client, job, out_dir)
+
+
+@app.command()
+def queues(as_json: Annotated[bool, typer.Option("--json", help="print the JSON")] = False) -> None:
+    """Queue depths and workers (heartbeat, current job)."""
+    with api_errors(), connect(embedded=False) as client:
+        data = client.queues()
+    if as_json:
+        out.print_json(data=data)
+        return
+    table = Table("queue", "queued", "running", "deferred", "succeeded", "failed", title="queues (recent: 1 h)")
+    queue_rows = data.get("queues") or []
+    if isinstance(queue_rows, dict):
+        queue_rows = [{"name": k, **v} for k, v in queue_rows.items()]
+    for q in queue_rows:
+        table.add_row(str(q.get("name") or q.get("queue")), *(str(q.get(k, "")) for k in
+                                                              ("queued", "running", "deferred", "succeeded", "failed")))
+    out.print(table)
+    workers = Table("worker", "queue", "current jobs", "heartbeat age", title="workers")
+    for w in data.get("workers") or []:
+        age = w.get("heartbeat_age")
+        table_age = f"{age:.1f} s" if isinstance(age, int | float) else str(w.get("heartbeat", ""))
+        workers.add_row(str(w.get("id")), str(w.get("queue")), ", ".join(w.get("jobs") or []) or "—", table_age)
+    out.print(workers)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
