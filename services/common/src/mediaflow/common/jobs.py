@@ -115,6 +115,7 @@ class Media(BaseModel):
     format: str = ""
     streams: list[dict[str, Any]] = Field(default_factory=list)
     key: str = ""  # storage key of the bytes
+    probed_by: str = ""  # who read the metadata: "compositor" (gRPC Probe) or "gateway" (fallback)
     created_at: datetime = Field(default_factory=utcnow)
 
     def internal_json(self) -> str:

@@ -1,0 +1,60 @@
+"""The gateway application: `create_app(settings)` builds a FastAPI app with every route, problem
+details for every error, API-key auth, metrics and tracing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+from mediaflow.common.settings import Settings, get_settings
+from mediaflow.common.telemetry import setup_tracing
+
+from . import routes_health, routes_jobs, routes_media, routes_queues, sse
+from .metrics import MetricsMiddleware
+from .problems import install_problem_handlers
+from .services import Services
+
+WEB_DIR = Path(__file__).parent / "web"
+
+DESCRIPTION = """
+Self-hosted transcripts, captions and finished videos.
+
+Authenticate with `Authorization: Bearer <api key>`. Every error is an RFC 9457 problem
+(`application/problem+json`) with a stable `code`; see docs/api.md for the table of codes.
+"""
+
+
+def create_app(settings: Settings | None = None, *, sse_ping: float = 15.0) -> FastAPI:
+    settings = settings or get_settings()
+    svc = Services.build(settings)
+    svc.sse_ping = sse_ping
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await svc.close()
+
+    app = FastAPI(title="mediaflow", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.services = svc
+    install_problem_handlers(app)
+    for module in (routes_media, routes_jobs, sse, routes_queues, routes_health):
+        app.include_router(module.router)
+
+    app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+
+    app.add_middleware(MetricsMiddleware, metrics=svc.metrics)
+    setup_tracing("mediaflow-api")
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    return app

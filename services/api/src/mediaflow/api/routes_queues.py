@@ -1,0 +1,90 @@
+"""`GET /v1/queues`: what waits, runs and finished recently on each queue, and who works on it."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from mediaflow.common.queues import ALL_QUEUES
+from mediaflow.common.store import STATS_WINDOW_S, stats_key
+from mediaflow.common.worker import WORKERS_KEY
+
+from .auth import require_tenant
+from .problems import problem_responses
+from .schemas import QueuesResponse
+from .services import Services, services
+
+router = APIRouter(prefix="/v1/queues", tags=["queues"])
+
+# Workers write their registry entry every second (worker.py heart_beat); silence for longer than
+# this means the worker is gone. Entries far older than that are removed.
+LIVE_HEARTBEAT_S = 30.0
+FORGET_AFTER_S = 3600.0
+
+
+async def queue_snapshot(svc: Services) -> dict[str, Any]:
+    """One Redis round trip: ready/deferred counts of every queue, recent outcomes, worker registry."""
+    now = time.time()
+    now_ms = int(now * 1000)
+    async with svc.redis.pipeline(transaction=False) as pipe:
+        for queue in ALL_QUEUES:
+            pipe.zcount(queue, "-inf", now_ms)
+            pipe.zcount(queue, f"({now_ms}", "+inf")
+            pipe.zcount(stats_key(queue, "succeeded"), now - STATS_WINDOW_S, "+inf")
+            pipe.zcount(stats_key(queue, "failed"), now - STATS_WINDOW_S, "+inf")
+        pipe.hgetall(WORKERS_KEY)
+        replies = await pipe.execute()
+    registry: dict[bytes, bytes] = replies[-1]
+
+    workers_by_queue: dict[str, list[dict[str, Any]]] = {q: [] for q in ALL_QUEUES}
+    forgotten: list[bytes] = []
+    for worker_id, raw in registry.items():
+        try:
+            entry = json.loads(raw)
+            age = now - float(entry["heartbeat"])
+        except (ValueError, KeyError, TypeError):
+            forgotten.append(worker_id)
+            continue
+        if age > FORGET_AFTER_S:
+            forgotten.append(worker_id)
+        if age > LIVE_HEARTBEAT_S or entry.get("queue") not in workers_by_queue:
+            continue
+        workers_by_queue[entry["queue"]].append({
+            "id": entry.get("id", worker_id.decode()), "queue": entry["queue"], "host": entry.get("host", ""),
+            "pid": int(entry.get("pid", 0)), "heartbeat_age_s": round(max(age, 0.0), 3),
+            "jobs": list(entry.get("jobs", [])), "draining": bool(entry.get("draining", False)),
+        })
+    if forgotten:
+        await svc.redis.hdel(WORKERS_KEY, *forgotten)
+
+    queues = []
+    for i, queue in enumerate(ALL_QUEUES):
+        ready, deferred, succeeded, failed = replies[4 * i: 4 * i + 4]
+        workers = sorted(workers_by_queue[queue], key=lambda w: w["id"])
+        # ARQ keeps a running job in the queue's sorted set until it finishes: what live workers
+        # hold is running, the rest of the ready entries are waiting.
+        running = sum(len(w["jobs"]) for w in workers)
+        svc.metrics.queue_ready.labels(queue).set(max(0, ready - running))
+        svc.metrics.queue_deferred.labels(queue).set(deferred)
+        svc.metrics.queue_running.labels(queue).set(running)
+        svc.metrics.workers.labels(queue).set(len(workers))
+        queues.append({"name": queue, "queued": max(0, ready - running), "running": running,
+                       "deferred": deferred, "succeeded": succeeded, "failed": failed, "workers": workers})
+    return {"queues": queues, "window_s": STATS_WINDOW_S}
+
+
+@router.get("", response_model=QueuesResponse, responses=problem_responses(401, 503),
+            summary="Per queue: queued, running, deferred, recent succeeded/failed, live workers")
+async def get_queues(tenant: str = Depends(require_tenant), svc: Services = Depends(services)) -> dict[str, Any]:
+    snapshot = await queue_snapshot(svc)
+    # Counts are global, but a tenant only learns the ids of its own jobs.
+    held = [job_id for q in snapshot["queues"] for w in q["workers"] for job_id in w["jobs"]]
+    own = {job.id for job in await svc.store.get_many(held) if job.tenant == tenant} if held else set()
+    for q in snapshot["queues"]:
+        for w in q["workers"]:
+            w["busy"] = len(w["jobs"])
+            w["jobs"] = [j for j in w["jobs"] if j in own]
+    return snapshot

@@ -1,0 +1,28 @@
+"""`mediaflow-api`: the gateway under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import uvicorn
+
+from .app import create_app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="mediaflow-api", description="the mediaflow gateway (REST + SSE + web page)")
+    parser.add_argument("--host", default=os.environ.get("MEDIAFLOW_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("MEDIAFLOW_PORT", "8000")))
+    parser.add_argument("--log-level", default=os.environ.get("MEDIAFLOW_LOG_LEVEL", "info").lower())
+    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
+                        help="log every request (off by default: it costs throughput, /metrics counts them)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level,
+                access_log=args.access_log, proxy_headers=True, timeout_graceful_shutdown=5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""What the routes share, built once per app: settings, the Redis client, job store, dispatcher,
+storage, key ring, metrics and the compositor probe client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from redis.asyncio import Redis
+
+from mediaflow.common.dispatch import Dispatcher
+from mediaflow.common.settings import Settings
+from mediaflow.common.storage import Storage, open_storage
+from mediaflow.common.store import JobStore
+
+from .auth import KeyRing
+from .compositor_probe import CompositorProbe
+from .metrics import Metrics
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: Redis
+    store: JobStore
+    dispatcher: Dispatcher
+    storage: Storage
+    keyring: KeyRing
+    metrics: Metrics
+    compositor: CompositorProbe
+    sse_ping: float = 15.0  # seconds between keepalive comments on idle event streams
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        # Short connect timeout: when Redis is down, requests fail fast with 503 instead of hanging.
+        # The pool drops broken connections, so the app recovers by itself when Redis returns.
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=15.0,
+                               health_check_interval=30)
+        return cls(
+            settings=settings,
+            redis=redis,
+            store=JobStore(redis),
+            dispatcher=Dispatcher(redis, max_tries=settings.max_tries),
+            storage=open_storage(settings.storage_url),
+            keyring=KeyRing(settings),
+            metrics=Metrics(),
+            compositor=CompositorProbe(settings.compositor_grpc, settings.grpc_deadline),
+        )
+
+    async def close(self) -> None:
+        await self.compositor.close()
+        await self.redis.aclose()
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services

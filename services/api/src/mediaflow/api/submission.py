@@ -1,0 +1,130 @@
+"""Turning a job body into a validated Job record: type, options, inputs and the media they name.
+
+Everything that can be wrong with a body is found here, before anything is written, so an accepted job
+is one a worker understands and a refused one leaves no trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mediaflow.common.errors import MediaflowError, NotFound
+from mediaflow.common.ids import new_job_id
+from mediaflow.common.jobs import Job, JobType, Media
+from mediaflow.common.options import parse_options
+from mediaflow.common.queues import queue_for
+
+from .inputs import check_input_shape, media_input, resolve_allowed_path
+from .services import Services
+
+# Job types that work on one input media (compose names its media inside options.items).
+NEEDS_INPUT = frozenset({JobType.transcribe, JobType.caption, JobType.probe})
+
+
+class JobInput(BaseModel):
+    """Exactly one of these names the media."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    media_id: str | None = Field(None, description="an id from POST /v1/media")
+    path: str | None = Field(None, description="an absolute path under one of the server's allowed roots")
+    url: str | None = Field(None, description="not supported by this server (422 url_inputs_disabled)")
+
+
+class JobRequest(BaseModel):
+    """A job body (design.md "Job bodies"). `options` are validated per type."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"type": "transcribe", "input": {"media_id": "m_01j..."}, "options": {"language": "en"}},
+        {"type": "probe", "input": {"media_id": "m_01j..."}},
+    ]})
+
+    type: str = Field(description="transcribe | compose | caption | probe")
+    input: JobInput | None = None
+    options: dict[str, Any] | None = None
+
+
+class BatchRequest(BaseModel):
+    jobs: list[dict[str, Any]] = Field(description="job bodies, each as for POST /v1/jobs")
+
+
+class MediaCache:
+    """Media lookups of one request (a batch often names the same media many times)."""
+
+    def __init__(self, svc: Services, tenant: str) -> None:
+        self.svc, self.tenant = svc, tenant
+        self.known: dict[str, Media] = {}
+
+    async def get(self, media_id: str) -> Media:
+        if media_id not in self.known:
+            self.known[media_id] = await self.svc.store.get_media(media_id, self.tenant)
+        return self.known[media_id]
+
+
+def parse_type(raw: Any) -> JobType:
+    try:
+        return JobType(raw)
+    except ValueError:
+        names = ", ".join(t.value for t in JobType)
+        raise MediaflowError(f"unknown job type {raw!r} (one of: {names})", code="unknown_job_type",
+                             status=422) from None
+
+
+async def _allowed_path(svc: Services, raw: str) -> str:
+    return str(await asyncio.to_thread(resolve_allowed_path, raw, svc.settings.allowed_roots))
+
+
+async def _check_option_media(options: dict[str, Any], svc: Services, media: MediaCache) -> None:
+    """Compose timelines name media inside options: each must exist for this tenant, and server
+    paths must be allowed (they are rewritten to their resolved form)."""
+    for item in options.get("items") or []:
+        for holder in (item, item.get("logo") or {}):
+            if holder.get("media_id"):
+                await media.get(holder["media_id"])
+            if holder.get("path"):
+                holder["path"] = await _allowed_path(svc, holder["path"])
+    captions = options.get("captions") or {}
+    if captions.get("job_id"):
+        await svc.store.get(captions["job_id"], media.tenant)
+
+
+async def build_job(body: dict[str, Any], tenant: str, svc: Services, media: MediaCache | None = None) -> Job:
+    """Validate a job body and resolve its inputs; raises MediaflowError / Problem with a code."""
+    media = media or MediaCache(svc, tenant)
+    job_type = parse_type(body.get("type"))
+    unknown = set(body) - {"type", "input", "options"}
+    if unknown:
+        raise MediaflowError(f"unknown field(s) {', '.join(sorted(unknown))}", code="invalid_request", status=422)
+    raw_options = body.get("options")
+    if raw_options is not None and not isinstance(raw_options, dict):
+        raise MediaflowError("options must be an object", code="invalid_options", status=422)
+    options = parse_options(job_type, raw_options).model_dump(mode="json")
+
+    named = check_input_shape(body.get("input"))
+    resolved_input: dict[str, Any] = {}
+    if named is None:
+        if job_type in NEEDS_INPUT:
+            raise MediaflowError(f"a {job_type.value} job needs an input: {{\"media_id\": ...}} or {{\"path\": ...}}",
+                                 code="input_required", status=422)
+    elif "media_id" in named:
+        resolved_input = media_input(await media.get(named["media_id"]))
+    else:
+        resolved_input = {"path": await _allowed_path(svc, named["path"])}
+    if job_type == JobType.compose:
+        await _check_option_media(options, svc, media)
+
+    return Job(id=new_job_id(), type=job_type, queue=queue_for(job_type, options, svc.settings),
+               max_attempts=svc.settings.max_tries, options=options, input=resolved_input, tenant=tenant)
+
+
+def rejection(index: int, exc: Exception) -> dict[str, Any]:
+    from .problems import Problem
+
+    if isinstance(exc, Problem):
+        return {"index": index, "code": exc.code, "message": exc.detail, "status": exc.status}
+    if isinstance(exc, NotFound | MediaflowError):
+        return {"index": index, "code": exc.code, "message": exc.message, "status": exc.status}
+    raise exc

@@ -1,0 +1,89 @@
+"""Helpers for the gateway tests: a real uvicorn server on a free port and an in-process compositor
+worker (the real ARQ worker base running the real `probe` job)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import uvicorn
+
+from mediaflow.api.app import create_app
+from mediaflow.common.jobs import JobType
+from mediaflow.common.queues import COMPOSE_QUEUE
+from mediaflow.common.settings import Settings
+from mediaflow.common.worker import Handler, create_worker
+from mediaflow.compositor import jobs as compositor_jobs
+
+ALICE = {"Authorization": "Bearer key-alice"}
+BOB = {"Authorization": "Bearer key-bob"}
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(settings: Settings, **app_kwargs: Any) -> AsyncIterator[str]:
+    """Serve create_app(settings) with uvicorn on 127.0.0.1:<free port>; yields the base URL."""
+    app = create_app(settings, **app_kwargs)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
+                            lifespan="on", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+
+
+@contextlib.asynccontextmanager
+async def running_compositor(settings: Settings, handlers: dict[JobType, Handler] | None = None
+                             ) -> AsyncIterator[None]:
+    """The compose pool's worker, in this process (no signal handlers)."""
+    worker = create_worker(COMPOSE_QUEUE, handlers or {JobType.probe: compositor_jobs.probe}, settings,
+                           handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await worker.close()
+
+
+async def upload(client: httpx.AsyncClient, path: Any, headers: dict[str, str] = ALICE) -> httpx.Response:
+    with open(path, "rb") as fh:
+        return await client.post("/v1/media", files={"file": (path.name, fh)}, headers=headers)
+
+
+async def wait_terminal(client: httpx.AsyncClient, job_id: str, headers: dict[str, str] = ALICE,
+                        timeout: float = 30.0) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        job = (await client.get(f"/v1/jobs/{job_id}", headers=headers)).json()
+        if job["state"] in TERMINAL:
+            return job
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"job {job_id} did not finish: {job}")
+        await asyncio.sleep(0.05)
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body = response.json()
+    assert body["code"] == code, body
+    assert body["status"] == status
+    assert body["type"].endswith("/" + code)
+    assert body["title"] and "instance" in body and "detail" in body
+    return body
