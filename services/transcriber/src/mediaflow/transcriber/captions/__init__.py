@@ -1,0 +1,41 @@
+"""Caption and transcript files. `render(transcript, formats, rules)` -> {artifact name: (bytes, type)}."""
+
+from __future__ import annotations
+
+from mediaflow.common.options.transcribe import CaptionRules
+
+from ..transcript import Transcript
+from .cues import Cue, build_cues
+from .scc import SCC_COLUMNS, SCC_ROWS, to_scc
+from .subtitles import to_ass, to_srt, to_vtt
+from .transcript_files import to_json, to_txt
+
+ARTIFACT_NAMES = {"srt": "captions.srt", "vtt": "captions.vtt", "scc": "captions.scc", "ass": "captions.ass",
+                  "json": "transcript.json", "txt": "transcript.txt"}
+CONTENT_TYPES = {"srt": "application/x-subrip", "vtt": "text/vtt", "scc": "text/x-scc",
+                 "ass": "text/x-ssa", "json": "application/json", "txt": "text/plain; charset=utf-8"}
+
+
+def render(transcript: Transcript, formats: list[str], rules: CaptionRules) -> dict[str, tuple[bytes, str]]:
+    out: dict[str, tuple[bytes, str]] = {}
+    cues = build_cues(transcript, rules) if {"srt", "vtt", "ass"} & set(formats) else []
+    for fmt in formats:
+        if fmt == "srt":
+            text = to_srt(cues)
+        elif fmt == "vtt":
+            text = to_vtt(cues)
+        elif fmt == "ass":
+            text = to_ass(cues, karaoke=rules.karaoke)
+        elif fmt == "scc":
+            text = to_scc(build_cues(transcript, rules, max_chars=SCC_COLUMNS, max_lines=SCC_ROWS))
+        elif fmt == "json":
+            text = to_json(transcript)
+        elif fmt == "txt":
+            text = to_txt(transcript)
+        else:
+            continue
+        out[ARTIFACT_NAMES[fmt]] = (text.encode("utf-8"), CONTENT_TYPES[fmt])
+    return out
+
+
+__all__ = ["ARTIFACT_NAMES", "CONTENT_TYPES", "Cue", "build_cues", "render"]

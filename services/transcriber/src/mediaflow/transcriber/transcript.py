@@ -1,0 +1,50 @@
+"""The transcript model every stage shares (ASR -> diarization -> captions/analytics -> artifacts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Word(BaseModel):
+    text: str
+    start: float
+    end: float
+    probability: float = 1.0
+    speaker: str | None = None
+
+
+class Segment(BaseModel):
+    id: int
+    start: float
+    end: float
+    text: str
+    words: list[Word] = Field(default_factory=list)
+    speaker: str | None = None
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+class SpeakerTurn(BaseModel):
+    speaker: str
+    start: float
+    end: float
+
+
+class Transcript(BaseModel):
+    language: str
+    duration: float
+    task: str = "transcribe"
+    model: str = ""
+    segments: list[Segment] = Field(default_factory=list)
+    speakers: list[str] = Field(default_factory=list)
+    turns: list[SpeakerTurn] = Field(default_factory=list)
+    analytics: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments).strip()
+
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in s.words]
