@@ -122,6 +122,12 @@ class Dispatcher:
         for child in job.children:
             with contextlib.suppress(Conflict):
                 await self.cancel(child)
+        if job.children:
+            # A pipeline parent that no worker holds ends here once its children have (common/pipeline.py).
+            from .pipeline import settle_cancelled_parent
+
+            await settle_cancelled_parent(self.store, job.id)
+            job = await self.store.get(job.id)
         return job
 
     async def retry(self, job_id: str, tenant: str | None = None) -> Job:

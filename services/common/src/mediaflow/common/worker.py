@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import pipeline
 from .dispatch import json_deserializer, json_serializer
 from .errors import MediaflowError
 from .jobs import Artifact, Job, JobError, JobState, JobType, utcnow
@@ -239,6 +240,8 @@ def _runnable(handler: Handler, job_type: JobType) -> Callable[..., Awaitable[An
             return await _run_attempt(handler, job_type, worker, store, job_id)
         finally:
             lease.cancel()
+            # Pipelines (common/pipeline.py): a child that just finished advances its parent.
+            await asyncio.shield(pipeline.safe_advance(store, worker.storage, settings, job_id))
 
     run.__name__ = FUNCTION_FOR_TYPE[job_type]
     return run
@@ -327,6 +330,8 @@ async def _run_attempt(handler: Handler, job_type: JobType, worker: MediaflowWor
         if current.state == JobState.cancelling:
             await store.transition(job_id, JobState.cancelled, message="cancelled")
             return "cancelled"
+        if result is pipeline.DETACHED:  # a pipeline parent stays running; its children finish it
+            return "detached"
         await store.transition(job_id, JobState.succeeded, progress=1.0, stage="done", message="",
                                result=result or {}, artifacts=jctx.artifacts)
         return "succeeded"
