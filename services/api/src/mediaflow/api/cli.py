@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -26,15 +27,16 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from .client import TERMINAL_STATES, ApiError, MediaflowClient
-from .up import Stack, StackConfig, StackError, serve
+from .up import WORKER_KINDS, Stack, StackConfig, StackError, serve
 
 app = typer.Typer(name="mediaflow", no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Transcribe, caption and compose media with a mediaflow server (or an embedded one).")
 jobs_app = typer.Typer(no_args_is_help=True, help="List, inspect, cancel and retry jobs.")
 app.add_typer(jobs_app, name="jobs")
 
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+# Not a terminal (a pipe, a test): wide enough that ids and paths are never cut.
+out = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 240)
+err = Console(stderr=True, soft_wrap=True, highlight=False, width=None if sys.stderr.isatty() else 240)
 
 REPO_MEDIA = Path("tests") / "fixtures" / "media"
 DEMO_SAMPLE = "grid_bbaf2n.mp4"
@@ -82,7 +84,7 @@ def _interrupt_shortens_stop(stack: Stack) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def connect(*, embedded: bool = True, heavy: bool = False) -> Iterator[MediaflowClient]:
+def connect(*, embedded: bool = True, workers: tuple[str, ...] = WORKER_KINDS) -> Iterator[MediaflowClient]:
     """A client of MEDIAFLOW_URL, or of an embedded stack started for this command."""
     url = os.environ.get("MEDIAFLOW_URL")
     if url:
@@ -94,7 +96,7 @@ def connect(*, embedded: bool = True, heavy: bool = False) -> Iterator[Mediaflow
                                 "(e.g. one started with `mediaflow up`) and set MEDIAFLOW_API_KEY")
     data_dir = Path(tempfile.mkdtemp(prefix="mediaflow-embedded-"))
     err.print(f"[dim]MEDIAFLOW_URL is not set: starting an embedded stack (data in {data_dir})[/]")
-    stack = Stack(StackConfig(data_dir=data_dir, heavy_worker=heavy), report=_reporter(err))
+    stack = Stack(StackConfig(data_dir=data_dir, workers=workers), report=_reporter(err))
     keep = False
     try:
         try:
@@ -186,7 +188,9 @@ def finish(client: MediaflowClient, job: dict[str, Any], out_dir: Path | None, q
         raise fail(code, error.get("message") or f"job {final['id']} ended {final['state']}")
     dest = out_dir if out_dir is not None else Path("out") / final["id"]
     files = download_artifacts(client, final, dest)
-    if not quiet:
+    if not files and not quiet:
+        out.print(f"{final['type']} {final['id']} succeeded")
+    if not quiet and files:
         table = Table("artifact", "size", title=f"{final['type']} {final['id']} succeeded → {dest}")
         for path in files:
             table.add_row(str(path), f"{path.stat().st_size:,}")
@@ -224,11 +228,12 @@ def up(
     data_dir: Annotated[Path | None, typer.Option(help="Valkey data, storage, logs, API key "
                                                        "[default: $MEDIAFLOW_DATA_DIR or ~/.local/share/mediaflow]")
                         ] = None,
-    heavy: Annotated[bool, typer.Option("--heavy/--no-heavy", help="also run a compose-heavy worker")] = True,
+    workers: Annotated[str, typer.Option(help="comma list of the workers to run")] = ",".join(WORKER_KINDS),
 ) -> None:
     """Run the whole stack on this machine until Ctrl-C: Valkey, the gateway and the workers."""
     data = data_dir or default_data_dir()
-    stack = Stack(StackConfig(data_dir=data, host=host, port=port, heavy_worker=heavy), report=_reporter(out))
+    kinds = tuple(w.strip() for w in workers.split(",") if w.strip())
+    stack = Stack(StackConfig(data_dir=data, host=host, port=port, workers=kinds), report=_reporter(out))
     try:
         stack.start(wait_for=("api",))
     except StackError as exc:
@@ -279,7 +284,7 @@ def transcribe(
         options["formats"] = [f.strip() for f in formats.split(",") if f.strip()]
     if speaker_labels:
         options["captions"] = {"speaker_labels": True}
-    with api_errors(), connect() as client:
+    with api_errors(), connect(workers=("transcriber", "compositor")) as client:
         media_id = upload(client, file)
         _final, files = submit_and_finish(
             client, {"type": "transcribe", "input": {"media_id": media_id}, "options": options}, out_dir, detach)
@@ -308,7 +313,7 @@ def caption(
     output = {k: v for k, v in {"resolution": resolution, "quality": quality}.items() if v}
     if output:
         options["output"] = output
-    with api_errors(), connect() as client:
+    with api_errors(), connect(workers=("transcriber", "compositor")) as client:
         media_id = upload(client, video)
         submit_and_finish(client, {"type": "caption", "input": {"media_id": media_id}, "options": options},
                           out_dir, detach)
@@ -352,7 +357,7 @@ def compose(
     if not isinstance(data, dict):
         raise fail("invalid_timeline", f"{timeline} must hold a JSON object")
     body = data if "type" in data else {"type": "compose", "options": data}
-    with api_errors(), connect(heavy=True) as client:
+    with api_errors(), connect(workers=("compositor", "compositor-heavy")) as client:
         body = _upload_timeline_media(client, body, timeline.resolve().parent, server_paths)
         submit_and_finish(client, body, out_dir, detach)
 
@@ -364,7 +369,7 @@ def probe(
     detach: DetachOption = False,
 ) -> None:
     """Read FILE's metadata (duration, streams) with a probe job on the compositor pool."""
-    with api_errors(), connect() as client:
+    with api_errors(), connect(workers=("compositor",)) as client:
         media_id = upload(client, file)
         options = {"hold_seconds": hold_seconds} if hold_seconds else {}
         final, _ = submit_and_finish(client, {"type": "probe", "input": {"media_id": media_id}, "options": options},
@@ -385,7 +390,7 @@ def demo(
     if media is None:
         raise fail("sample_not_found", f"the bundled sample {DEMO_SAMPLE} was not found; pass --sample FILE")
     err.print(f"[bold]mediaflow demo[/]: {job} of {media}")
-    with api_errors(), connect() as client:
+    with api_errors(), connect(workers=("transcriber", "compositor")) as client:
         media_id = upload(client, media)
         if job == "transcribe":
             body: dict[str, Any] = {"type": "transcribe", "input": {"media_id": media_id}, "options": {}}
@@ -430,7 +435,7 @@ def jobs_ls(
     if as_json:
         out.print_json(data=page)
         return
-    items = page.get("items") or page.get("jobs") or []
+    items = page.get("jobs") or []
     table = Table("id", "type", "state", "progress", "attempt", "created", "stage / error")
     for job in items:
         error = job.get("error") or {}
@@ -470,6 +475,10 @@ def jobs_retry(
             finish(client, job, out_dir)
 
 
+def _short(queue: object) -> str:
+    return str(queue).removeprefix("mediaflow:queue:")
+
+
 @app.command()
 def queues(as_json: Annotated[bool, typer.Option("--json", help="print the JSON")] = False) -> None:
     """Queue depths and workers (heartbeat, current job)."""
@@ -483,14 +492,16 @@ def queues(as_json: Annotated[bool, typer.Option("--json", help="print the JSON"
     if isinstance(queue_rows, dict):
         queue_rows = [{"name": k, **v} for k, v in queue_rows.items()]
     for q in queue_rows:
-        table.add_row(str(q.get("name") or q.get("queue")), *(str(q.get(k, "")) for k in
+        table.add_row(_short(q.get("name")), *(str(q.get(k, "")) for k in
                                                               ("queued", "running", "deferred", "succeeded", "failed")))
     out.print(table)
-    workers = Table("worker", "queue", "current jobs", "heartbeat age", title="workers")
-    for w in data.get("workers") or []:
-        age = w.get("heartbeat_age")
-        table_age = f"{age:.1f} s" if isinstance(age, int | float) else str(w.get("heartbeat", ""))
-        workers.add_row(str(w.get("id")), str(w.get("queue")), ", ".join(w.get("jobs") or []) or "—", table_age)
+    workers = Table("worker", "queue", "current jobs", "heartbeat", "draining", title="workers")
+    for q in queue_rows:
+        for w in q.get("workers") or []:
+            age = w.get("heartbeat_age_s")
+            workers.add_row(str(w.get("id")), _short(q.get("name")), ", ".join(w.get("jobs") or []) or "—",
+                            f"{age:.1f} s ago" if isinstance(age, int | float) else "?",
+                            "yes" if w.get("draining") else "")
     out.print(workers)
 
 

@@ -5,8 +5,10 @@ Children (each in its own session / process group, logging to `<data dir>/logs/<
   api             `mediaflow-api --host --port` (ready when /readyz answers 200)
   transcriber     `mediaflow-transcriber`            (ready when it registers in `mediaflow:workers`)
   compositor      `mediaflow-compositor --queue compose`
-  compositor-heavy `mediaflow-compositor --queue compose-heavy` (optional; without it heavy compose
-                  jobs would wait for ever on one machine, so `mediaflow up` starts it by default)
+  compositor-heavy `mediaflow-compositor --queue compose-heavy` (without it heavy compose jobs
+                  would wait for ever on one machine, so `mediaflow up` starts it by default)
+`StackConfig.workers` (`mediaflow up --workers`) picks which workers run; CLI commands that start an
+embedded stack run only the workers their job needs.
 
 Policy (see docs/cli.md):
 - Valkey starts first (it takes ~0.1 s); everything else starts in parallel, and each child's
@@ -44,6 +46,9 @@ DEFAULT_JOB_COMPLETION_WAIT = 5  # seconds: a Ctrl-C should not wait a minute fo
 MAX_QUICK_FAILURES = 5
 QUICK_FAILURE_S = 30.0
 WORKERS_KEY = "mediaflow:workers"  # the registry every worker heartbeats into (mediaflow.common.worker)
+
+# The worker processes one machine can run; `compositor-heavy` serves the compose-heavy queue.
+WORKER_KINDS: tuple[str, ...] = ("transcriber", "compositor", "compositor-heavy")
 
 Reporter = Callable[[str, str], None]  # (level, message); level: info | ready | warning | error
 
@@ -113,7 +118,7 @@ class StackConfig:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 0  # 0 = a free port
-    heavy_worker: bool = True
+    workers: tuple[str, ...] = WORKER_KINDS
     redis_url: str | None = None  # None = MEDIAFLOW_REDIS_URL or an embedded Valkey
     stop_timeout: float | None = None  # None = job completion wait + 10 s
 
@@ -225,10 +230,15 @@ class Stack:
                                   self._valkey_ready, essential=True))
         children.append(child("api", [executable("mediaflow-api"), "--host", cfg.host, "--port", str(port)],
                               self._api_ready, essential=True))
-        children.append(child("transcriber", [executable("mediaflow-transcriber")], self._worker_ready))
-        children.append(child("compositor", [executable("mediaflow-compositor"), "--queue", "compose"],
-                              self._worker_ready))
-        if cfg.heavy_worker:
+        unknown = set(cfg.workers) - set(WORKER_KINDS)
+        if unknown:
+            raise StackError(f"unknown worker kind(s): {', '.join(sorted(unknown))}; known: {', '.join(WORKER_KINDS)}")
+        if "transcriber" in cfg.workers:
+            children.append(child("transcriber", [executable("mediaflow-transcriber")], self._worker_ready))
+        if "compositor" in cfg.workers:
+            children.append(child("compositor", [executable("mediaflow-compositor"), "--queue", "compose"],
+                                  self._worker_ready))
+        if "compositor-heavy" in cfg.workers:
             children.append(child("compositor-heavy",
                                   [executable("mediaflow-compositor"), "--queue", "compose-heavy"],
                                   self._worker_ready,
@@ -407,10 +417,10 @@ def _kill_group_leftovers(child: Child) -> None:
 
 
 @contextlib.contextmanager
-def embedded_stack(data_dir: Path, report: Reporter, *, heavy_worker: bool = False,
+def embedded_stack(data_dir: Path, report: Reporter, *, workers: tuple[str, ...] = WORKER_KINDS,
                    wait_for: tuple[str, ...] = ("api",)) -> Iterator[Stack]:
     """A stack for the duration of one CLI command, on free ports."""
-    stack = Stack(StackConfig(data_dir=data_dir, heavy_worker=heavy_worker), report=report)
+    stack = Stack(StackConfig(data_dir=data_dir, workers=workers), report=report)
     stack.start(wait_for=wait_for)
     try:
         yield stack
