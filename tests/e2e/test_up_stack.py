@@ -6,6 +6,8 @@ import json
 import re
 import signal
 import stat
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psutil
@@ -14,7 +16,7 @@ import redis as redis_sync
 from up_support import UpProcess, clean_env, cli, port_open, wait_until
 
 
-def submit_probe(up: UpProcess, media_file, hold: float = 0.0) -> str:  # noqa: ANN001
+def submit_probe(up: UpProcess, media_file: Path, hold: float = 0.0) -> str:
     with media_file.open("rb") as fh:
         media = httpx.post(f"{up.url}/v1/media", headers=up.headers(), files={"file": (media_file.name, fh)},
                            timeout=60)
@@ -31,7 +33,7 @@ def job_state(up: UpProcess, job_id: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):  # noqa: ANN001, ANN201
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
     up = UpProcess(tmp_path_factory.mktemp("up") / "data", workers="compositor").start()
     up.wait_for(r"compositor ready", 60)
     yield up

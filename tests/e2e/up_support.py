@@ -10,12 +10,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
 BIN = Path(sys.executable).parent
 MEDIAFLOW = str(BIN / "mediaflow")
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -42,7 +45,7 @@ def cli(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: float
     return subprocess.run([MEDIAFLOW, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):  # noqa: ANN001, ANN201
+def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.1, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
