@@ -21,7 +21,7 @@ import ffmpeg
 
 from mediaflow.common.errors import MediaflowError
 
-from .plan import Plan, PlannedItem, Source
+from .plan import Plan, PlannedItem
 from .textfx import caption_force_style, title_ass, write
 
 SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
@@ -63,14 +63,27 @@ class Graph:
         return self.stream.get_args()
 
 
-def _video(plan: Plan, p: PlannedItem, workdir: Path) -> tuple[Any, Any]:
+class _Inputs:
+    """ffmpeg-python merges nodes with equal arguments, so the same clip used twice would become one
+    input feeding two chains (every frame buffered until the second use). A distinct, harmless
+    `thread_queue_size` per input keeps each use its own input, decoded only while it plays."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, name: str, **kwargs: Any) -> Any:
+        self.count += 1
+        return ffmpeg.input(name, thread_queue_size=256 + self.count, **kwargs)
+
+
+def _video(plan: Plan, p: PlannedItem, workdir: Path, new_input: _Inputs) -> tuple[Any, Any]:
     """Normalised video and audio streams of one item."""
     W, H, fps = plan.width, plan.height, plan.fps
     src = p.source
     if src.is_image:
-        inp = ffmpeg.input(str(src.path), loop=1, framerate=fps, t=f"{p.duration:.6f}")
+        inp = new_input(str(src.path), loop=1, framerate=fps, t=f"{p.duration:.6f}")
     else:
-        inp = ffmpeg.input(str(src.path), ss=f"{p.start:.6f}", t=f"{p.duration:.6f}")
+        inp = new_input(str(src.path), ss=f"{p.start:.6f}", t=f"{p.duration:.6f}")
     dw, dh = src.display_size()
     w, h = fit_size(dw, dh, W, H)
     v = (inp.video
@@ -82,14 +95,14 @@ def _video(plan: Plan, p: PlannedItem, workdir: Path) -> tuple[Any, Any]:
          .filter("trim", duration=f"{p.duration:.6f}")
          .filter("setpts", "PTS-STARTPTS"))
     if p.logo is not None and p.item.logo is not None:
-        v = _overlay_logo(v, p.logo, p.item.logo, W)
+        v = _overlay_logo(v, new_input(str(p.logo.path)), p.item.logo, W)
     if p.item.text is not None:
         ass = write(workdir / f"title-{p.index}.ass", title_ass(p.item.text, W, H, p.duration))
         v = v.filter("ass", _safe_path(ass))
     if src.audio is not None and not src.is_image:
         a = inp.audio
     else:
-        a = ffmpeg.input("anullsrc=r=48000:cl=stereo", f="lavfi", t=f"{p.duration:.6f}").audio
+        a = new_input("anullsrc=r=48000:cl=stereo", f="lavfi", t=f"{p.duration:.6f}").audio
     a = (a.filter("aresample", osr=48000, ochl="stereo", rematrix_maxval=1.0)
          .filter("aformat", sample_fmts="fltp", sample_rates=48000, channel_layouts="stereo")
          .filter("apad")
@@ -98,10 +111,10 @@ def _video(plan: Plan, p: PlannedItem, workdir: Path) -> tuple[Any, Any]:
     return v, a
 
 
-def _overlay_logo(v: Any, logo: Source, spec: Any, out_width: int) -> Any:
+def _overlay_logo(v: Any, logo_input: Any, spec: Any, out_width: int) -> Any:
     lw = max(2, round(out_width * spec.scale))
     lw -= lw % 2
-    img = ffmpeg.input(str(logo.path)).video.filter("scale", lw, -2).filter("format", "rgba")
+    img = logo_input.video.filter("scale", lw, -2).filter("format", "rgba")
     if spec.opacity < 1:
         img = img.filter("colorchannelmixer", aa=f"{spec.opacity:.3f}")
     x, y = (e.format(m=int(spec.margin)) for e in POSITIONS[spec.position])
@@ -131,7 +144,8 @@ def build_graph(plan: Plan, out: Path, workdir: Path, output_kwargs: dict[str, A
                 burn: Path | None = None, soft: Path | None = None, loudnorm: bool = False,
                 style: Any = None, threads: int = 0) -> Graph:
     """The whole render as one ffmpeg command."""
-    pairs = [_video(plan, p, workdir) for p in plan.items]
+    new_input = _Inputs()
+    pairs = [_video(plan, p, workdir, new_input) for p in plan.items]
     v, a = _join(plan, pairs, [p.duration for p in plan.items])
     if burn is not None:
         if burn.suffix == ".ass":
