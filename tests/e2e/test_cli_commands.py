@@ -1,0 +1,137 @@
+"""The `mediaflow` CLI as a user runs it: against a running `mediaflow up`, and with its own embedded
+stack; error paths print the problem `code` and exit non-zero; Ctrl-C cancels the job (exit 130)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from up_support import MEDIAFLOW, UpProcess, clean_env, cli, wait_until
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
+    up = UpProcess(tmp_path_factory.mktemp("cli-up") / "data", workers="compositor").start()
+    up.wait_for(r"compositor ready", 60)
+    yield up
+    up.stop()
+
+
+def test_probe_then_jobs_ls_show_and_queues(server: UpProcess, media: Path, tmp_path: Path) -> None:
+    env = server.client_env()
+    run = cli("probe", str(media / "grid_bbaf2n.mp4"), env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    job_id = re.search(r"probe (j_\w+) succeeded", run.stdout).group(1)
+    assert "uploaded grid_bbaf2n.mp4 → m_" in run.stderr
+    kinds = {s["kind"] for s in json.loads(run.stdout[run.stdout.index("{"):])["streams"]}
+    assert kinds == {"video", "audio"}
+
+    listing = cli("jobs", "ls", env=env)
+    assert listing.returncode == 0 and job_id in listing.stdout and "succeeded" in listing.stdout
+    as_json = json.loads(cli("jobs", "ls", "--json", "--type", "probe", env=env).stdout)
+    assert job_id in [j["id"] for j in as_json["jobs"]]
+
+    shown = cli("jobs", "show", job_id, env=env)
+    assert shown.returncode == 0
+    record = json.loads(shown.stdout)
+    assert record["state"] == "succeeded" and record["type"] == "probe"
+
+    queues = cli("queues", env=env)
+    assert queues.returncode == 0
+    assert re.search(r"compose\s.*\b1\b", queues.stdout)  # one recent success on the compose queue
+    assert "-compose" in queues.stdout  # the compositor worker is listed
+
+
+def test_unknown_job_id_prints_the_problem_code(server: UpProcess) -> None:
+    for command in (["jobs", "show", "j_doesnotexist"], ["jobs", "cancel", "j_doesnotexist"],
+                    ["jobs", "retry", "j_doesnotexist"]):
+        run = cli(*command, env=server.client_env())
+        assert run.returncode == 1, command
+        assert "error: job_not_found:" in run.stderr
+
+
+def test_bad_files_print_the_problem_code(server: UpProcess, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not media at all\n" * 100)
+    run = cli("probe", str(text), env=server.client_env())
+    assert run.returncode == 1
+    assert "error: unsupported_media:" in run.stderr
+
+    run = cli("transcribe", str(tmp_path / "missing.wav"), env=server.client_env())
+    assert run.returncode == 1
+    assert "error: file_not_found:" in run.stderr
+
+    bad_timeline = tmp_path / "timeline.json"
+    bad_timeline.write_text("{not json")
+    run = cli("compose", str(bad_timeline), env=server.client_env())
+    assert run.returncode == 1
+    assert "error: invalid_timeline:" in run.stderr
+
+
+def test_wrong_key_and_missing_server(server: UpProcess) -> None:
+    run = cli("jobs", "ls", env=clean_env(MEDIAFLOW_URL=server.url, MEDIAFLOW_API_KEY="wrong"))
+    assert run.returncode == 1 and "error: unauthorized:" in run.stderr
+
+    run = cli("jobs", "ls", env=clean_env())
+    assert run.returncode == 1 and "error: no_server:" in run.stderr
+
+    run = cli("queues", env=clean_env(MEDIAFLOW_URL="http://127.0.0.1:9", MEDIAFLOW_API_KEY="k"))
+    assert run.returncode == 1 and "error: connection_error:" in run.stderr
+
+
+def test_invalid_options_are_refused_by_the_server(server: UpProcess, media: Path) -> None:
+    run = cli("transcribe", str(media / "jfk.flac"), "--formats", "srt,doc", env=server.client_env())
+    assert run.returncode == 1
+    assert "error: invalid_options:" in run.stderr
+
+
+def test_ctrl_c_cancels_the_running_job(server: UpProcess, media: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen([MEDIAFLOW, "probe", str(media / "jfk.flac"), "--hold-seconds", "30"],
+                            env=server.client_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+    def running_job() -> str | None:
+        jobs = httpx.get(f"{server.url}/v1/jobs", params={"state": "running"}, headers=server.headers(),
+                         timeout=10).json()["jobs"]
+        return jobs[0]["id"] if jobs else None
+
+    job_id = wait_until(running_job, 30, what="the probe job to run")
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert f"cancelling {job_id}" in err
+
+    def final_state() -> str | None:
+        state = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=server.headers(), timeout=10).json()["state"]
+        return state if state in ("cancelled", "succeeded", "failed") else None
+
+    assert wait_until(final_state, 20, what="the job to end") == "cancelled"
+
+
+def test_embedded_stack_runs_the_job_and_leaves_nothing_running(media: Path, tmp_path: Path) -> None:
+    before = {p.pid for p in psutil.process_iter()}
+    run = cli("probe", str(media / "jfk.flac"), env=clean_env(), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "MEDIAFLOW_URL is not set: starting an embedded stack" in run.stderr
+    assert json.loads(run.stdout[run.stdout.index("{"):])["duration"] == pytest.approx(11.0, abs=0.05)
+    data_dir = re.search(r"data in (\S+)\)", run.stderr).group(1)
+    assert not Path(data_dir).exists()  # the temporary stack is removed
+
+    def leftovers() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+            if proc.pid in before:
+                continue
+            # every child of the stack runs in the data directory (valkey names it on its command line)
+            if data_dir in " ".join(proc.info["cmdline"] or []) or (proc.info["cwd"] or "").startswith(data_dir):
+                found.append(proc)
+        return found
+
+    assert leftovers() == []
