@@ -38,11 +38,20 @@ PARENT_ARTIFACTS = {JobType.compose: ("output.mp4", "ffmpeg.log"),
 
 
 def _media_input(job: Job) -> dict[str, Any]:
-    picked = {k: job.input[k] for k in ("media_id", "path", "url") if job.input.get(k)}
-    if len(picked) != 1:
-        raise InvalidInput("a caption job needs input with exactly one of media_id, path, url",
-                           code="invalid_input")
+    """The parent's input as its children need it: the gateway's {media_id, storage_key} or {path}."""
+    picked = {k: job.input[k] for k in ("media_id", "storage_key", "path") if job.input.get(k)}
+    if not picked:
+        raise InvalidInput("a caption job needs input with a media_id or a path", code="invalid_input")
     return picked
+
+
+def _timeline_source(job: Job) -> dict[str, Any]:
+    media = _media_input(job)
+    if "media_id" in media:
+        return {"media_id": media["media_id"]}
+    if "path" in media:
+        return {"path": media["path"]}
+    raise InvalidInput("a caption job needs input with a media_id or a path", code="invalid_input")
 
 
 async def start_caption(parent: Job, store: JobStore) -> Job:
@@ -52,6 +61,7 @@ async def start_caption(parent: Job, store: JobStore) -> Job:
 
     options = parse_options(JobType.caption, parent.options)
     media = _media_input(parent)
+    _timeline_source(parent)  # fail now, not after transcribing, if the compose step could not find the media
     transcribe = options.transcribe.model_dump(mode="json")  # type: ignore[attr-defined]
     # The compose step needs an SRT (soft track) and/or ASS (burn-in) artifact.
     transcribe["formats"] = sorted(set(transcribe.get("formats") or []) | {"srt", "ass"})
@@ -137,7 +147,7 @@ async def _start_compose(store: JobStore, settings: Settings, parent: Job, trans
     options = parse_options(JobType.caption, parent.options)
     compose_options = {
         "output": options.output.model_dump(mode="json"),  # type: ignore[attr-defined]
-        "items": [{"kind": "video", **_media_input(parent)}],
+        "items": [{"kind": "video", **_timeline_source(parent)}],
         "captions": {"job_id": transcribe.id, "mode": options.mode,  # type: ignore[attr-defined]
                      "style": options.style.model_dump(mode="json")},  # type: ignore[attr-defined]
     }
