@@ -69,9 +69,21 @@ def add_event(pipe: Pipeline, job_id: str, event: str, data: dict[str, Any]) -> 
 Mutation = Callable[[Job], "list[tuple[str, dict[str, Any]]] | None"]
 
 
+# Set the record only if it is still what we read, and append the events, atomically.
+CAS_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+for i = 4, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[i], 'data', ARGV[i + 1])
+end
+return 1
+"""
+
+
 class JobStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._cas = redis.register_script(CAS_SCRIPT)
 
     # ---- jobs -------------------------------------------------------------------------------
     def stage_create(self, pipe: Pipeline, job: Job) -> None:
@@ -98,8 +110,11 @@ class JobStore:
 
     async def update(self, job_id: str, mutate: Mutation,
                      extra: Callable[[Pipeline, Job], Awaitable[None] | None] | None = None) -> Job:
-        """Read-modify-write under WATCH. `mutate` changes the job in place and returns events to
-        append; it may raise to abort. `extra` adds more commands to the same transaction."""
+        """Read-modify-write. `mutate` changes the job in place and returns events to append; it may
+        raise to abort. `extra` adds more commands to the same transaction (WATCH/MULTI); without it
+        the write is a compare-and-set script, one round trip fewer on the hot paths (start, progress)."""
+        if extra is None:
+            return await self._update_cas(job_id, mutate)
         key = job_key(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -114,14 +129,26 @@ class JobStore:
                     pipe.set(key, job.internal_json())
                     for name, data in events:
                         add_event(pipe, job_id, name, data)
-                    if extra is not None:
-                        maybe = extra(pipe, job)
-                        if maybe is not None:
-                            await maybe
+                    maybe = extra(pipe, job)
+                    if maybe is not None:
+                        await maybe
                     await pipe.execute()
                     return job
                 except WatchError:
                     continue
+
+    async def _update_cas(self, job_id: str, mutate: Mutation) -> Job:
+        while True:
+            raw = await self.redis.get(job_key(job_id))
+            if raw is None:
+                raise NotFound(f"job {job_id} does not exist", code="job_not_found")
+            job = Job.model_validate_json(raw)
+            events = mutate(job) or []
+            args: list[str | bytes | int] = [raw, job.internal_json(), EVENTS_MAXLEN]
+            for name, data in events:
+                args += [name, json.dumps(data)]
+            if await self._cas(keys=[job_key(job_id), events_key(job_id)], args=args):
+                return job
 
     async def transition(self, job_id: str, dst: JobState, *, allowed_from: set[JobState] | None = None,
                          extra: Callable[[Pipeline, Job], Awaitable[None] | None] | None = None,

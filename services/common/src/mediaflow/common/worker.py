@@ -49,6 +49,14 @@ log = logging.getLogger("mediaflow.worker")
 T = TypeVar("T")
 WORKERS_KEY = "mediaflow:workers"
 
+# Claim a queued job: it must still be on the queue and due, and no other worker may hold it.
+CLAIM_SCRIPT = """
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[3]) then return false end
+return score
+"""
+
 
 class JobCancelled(Exception):
     """Raised inside blocking work (threads) when the job was cancelled."""
@@ -155,6 +163,7 @@ class MediaflowWorker(Worker):
         self._wake_redis: Redis | None = None
         self._last_registry = 0.0
         self._last_abort_purge = 0.0
+        self._slot_freed = asyncio.Event()
         self.store: JobStore | None = None
         self.storage: Storage = open_storage(settings.storage_url)
         self.info: dict[str, Any] = {}
@@ -182,14 +191,41 @@ class MediaflowWorker(Worker):
             await asyncio.sleep(0.005)
             return
         if not self.allow_pick_jobs or self.job_counter >= self.max_jobs:
-            # Busy: check again soon, so a finished job's slot is refilled quickly.
-            await asyncio.sleep(min(0.05, self.settings.poll_delay))
+            # Busy: wake when a slot frees up, so a finished job's slot is refilled at once.
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), self.settings.poll_delay)
             return
         assert self._wake_redis is not None
         try:
             await self._wake_redis.blpop([wake_key(self.queue_name)], timeout=self.settings.poll_delay)
         except (RedisConnectionError, RedisTimeoutError, OSError):
             await asyncio.sleep(self.settings.poll_delay)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """ARQ's start_jobs with the claim done in one round trip (a Lua script) instead of four
+        (WATCH/EXISTS/ZSCORE/MULTI), and the in-progress key set as a short lease."""
+        lease_ms = int(self.settings.lease_seconds * 1000)
+        for job_id_b in job_ids:
+            await self.sem.acquire()
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
+                return
+            self.job_counter += 1
+            job_id = job_id_b.decode()
+            score = await self.pool.eval(CLAIM_SCRIPT, 2, in_progress_key_prefix + job_id, self.queue_name,
+                                         job_id, int(time.time() * 1000), lease_ms)
+            if not score:  # running elsewhere, finished, or deferred
+                self.job_counter -= 1
+                self.sem.release()
+                continue
+            task = self.loop.create_task(self.run_job(job_id, int(score)))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._slot_freed.set()
 
     async def heart_beat(self) -> None:
         await super().heart_beat()
@@ -295,8 +331,9 @@ async def _run_attempt(handler: Handler, job_type: JobType, worker: MediaflowWor
 
     jctx = JobContext(job=job, store=store, storage=worker.storage, settings=settings,
                       worker_id=worker.worker_id, _loop=asyncio.get_running_loop())
-    # A new attempt starts from a clean slate: no artifact of an earlier attempt survives.
-    await asyncio.to_thread(worker.storage.delete_prefix, f"jobs/{job.id}")
+    if job.attempt > 1:
+        # A new attempt starts from a clean slate: no artifact of an earlier attempt survives.
+        await asyncio.to_thread(worker.storage.delete_prefix, f"jobs/{job.id}")
     with job_span(job.id, job.type.value, job.queue, job.traceparent, job.attempt) as span:
         try:
             async with asyncio.timeout(timeout_for(job_type, settings)):
