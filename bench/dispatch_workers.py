@@ -42,11 +42,11 @@ def arq_worker(url: str, poll: float) -> None:
     async def noop(ctx: dict, key: str) -> None:
         await redis.rpush(STARTS, f"{key} {time.time()}")
 
-    Worker(functions=[func(noop, name="noop")], redis_settings=RedisSettings.from_dsn(url), poll_delay=poll, max_jobs=10,
-           keep_result=0, queue_name="bench:arq").run()
+    Worker(functions=[func(noop, name="noop")], redis_settings=RedisSettings.from_dsn(url), poll_delay=poll,
+           max_jobs=10, keep_result=0, queue_name="bench:arq").run()
 
 
-def celery_app(url: str):  # noqa: ANN201 - celery is only in the bench venv
+def celery_app(url: str):
     from celery import Celery
     from redis import Redis
 
@@ -61,7 +61,7 @@ def celery_app(url: str):  # noqa: ANN201 - celery is only in the bench venv
     return app
 
 
-def enqueuer(kind: str, url: str):  # noqa: ANN201
+def enqueuer(kind: str, url: str):
     """A function key -> None that enqueues one no-op job of `kind`."""
     if kind == "celery":
         app = celery_app(url)
