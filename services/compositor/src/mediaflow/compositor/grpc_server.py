@@ -34,8 +34,10 @@ def media_info(info: dict) -> common_pb2.MediaInfo:
 
 def thumbnail_jpeg(ffmpeg: str, path: str, at: float, width: int) -> bytes:
     # Arguments as a list (no shell) and a fixed filter: the path is an input, never graph text.
+    # Square pixels first, so a 320x240 file flagged 16:9 gives a 16:9 thumbnail.
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-ss", f"{max(0.0, at):.3f}", "-i", path,
-           "-frames:v", "1", "-vf", f"scale={width}:-2", "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", "4", "pipe:1"]
+           "-frames:v", "1", "-vf", f"scale=iw*sar:ih,scale={width}:-2,setsar=1",
+           "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", "4", "pipe:1"]
     proc = subprocess.run(cmd, capture_output=True, timeout=30, check=False)
     if proc.returncode != 0 or not proc.stdout:
         raise MediaflowError(f"no frame at {at:.2f} s: {proc.stderr.decode(errors='replace')[-300:]}",

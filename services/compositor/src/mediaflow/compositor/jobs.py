@@ -53,11 +53,8 @@ def runtime(ffmpeg: str = "ffmpeg") -> Runtime:
 
 async def probe(ctx: JobContext) -> dict[str, Any]:
     """Read media metadata with PyAV: the smallest real job, used to exercise the job system."""
-    key = ctx.job.input.get("storage_key")
-    if not key:
-        raise InvalidInput("probe needs input.storage_key", code="invalid_input")
     await ctx.progress(0.1, "probe", "reading media")
-    with ctx.storage.local_path(key) as path:
+    with ctx.media_path() as path:
         info = await ctx.run_blocking(probe_file, path)
     delay = float(ctx.job.options.get("hold_seconds", 0))  # lets tests hold a worker mid-job
     steps = int(delay * 10)
