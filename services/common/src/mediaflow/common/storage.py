@@ -26,6 +26,20 @@ def check_key(key: str) -> str:
     return key
 
 
+def allowed_path(path: str | Path, roots: list[Path]) -> Path:
+    """`path` resolved (symlinks followed) if it is a file under one of `roots`, else an error.
+    Resolving first means neither `..` nor a symlink can lead outside a root."""
+    from .errors import MediaflowError
+
+    resolved = Path(path).resolve()
+    for root in roots:
+        if resolved.is_relative_to(root.resolve()):
+            if not resolved.is_file():
+                raise NotFound(f"{path} does not exist", code="path_not_found")
+            return resolved
+    raise MediaflowError(f"{path} is not under an allowed root", code="path_not_allowed", status=403)
+
+
 class Storage(Protocol):
     url: str
 

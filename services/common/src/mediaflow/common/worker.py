@@ -37,11 +37,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import pipeline
 from .dispatch import json_deserializer, json_serializer
-from .errors import MediaflowError
+from .errors import InvalidInput, MediaflowError
 from .jobs import Artifact, Job, JobError, JobState, JobType, utcnow
 from .queues import FUNCTION_FOR_TYPE, timeout_for, wake_key
 from .settings import Settings
-from .storage import Storage, open_storage
+from .storage import Storage, allowed_path, open_storage
 from .store import JobStore, state_event
 from .telemetry import job_span, setup_tracing, stage_span
 
@@ -128,6 +128,19 @@ class JobContext:
     def stage(self, name: str) -> Iterator[None]:
         with stage_span(name):
             yield
+
+    @contextlib.contextmanager
+    def media_path(self, ref: dict[str, Any] | None = None) -> Iterator[Path]:
+        """A local file for media named by `ref` (default: the job's input): `storage_key` (uploaded
+        media, fetched from S3 if need be) or `path` (under an allow-listed root, checked again here)."""
+        ref = self.job.input if ref is None else ref
+        if ref.get("storage_key"):
+            with self.storage.local_path(ref["storage_key"]) as path:
+                yield path
+        elif ref.get("path"):
+            yield allowed_path(ref["path"], self.settings.allowed_roots)
+        else:
+            raise InvalidInput("the job names no media (storage_key or path)", code="invalid_input")
 
     def artifact_key(self, name: str) -> str:
         return f"jobs/{self.job.id}/{name}"

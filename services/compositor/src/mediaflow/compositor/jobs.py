@@ -54,7 +54,7 @@ def runtime(ffmpeg: str = "ffmpeg") -> Runtime:
 async def probe(ctx: JobContext) -> dict[str, Any]:
     """Read media metadata with PyAV: the smallest real job, used to exercise the job system."""
     await ctx.progress(0.1, "probe", "reading media")
-    with ctx.media_path() as path:
+    with ctx.stage("probe"), ctx.media_path() as path:
         info = await ctx.run_blocking(probe_file, path)
     delay = float(ctx.job.options.get("hold_seconds", 0))  # lets tests hold a worker mid-job
     steps = int(delay * 10)
