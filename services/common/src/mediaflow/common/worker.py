@@ -187,8 +187,15 @@ class MediaflowWorker(Worker):
         await super().main()
 
     async def _poll_iteration(self) -> None:
-        await super()._poll_iteration()
-        await self._purge_stale_aborts()
+        try:
+            await super()._poll_iteration()
+            await self._purge_stale_aborts()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            # Redis is away (restart, failover): keep the process and try again, rather than crash
+            # and lose the jobs running here; their leases keep them safe meanwhile.
+            log.warning("redis unavailable (%s); retrying in 1 s", exc)
+            await asyncio.sleep(1.0)
+            return
         await self._wait_for_work()
 
     async def _purge_stale_aborts(self) -> None:
