@@ -400,8 +400,15 @@ def demo(
         final, files = submit_and_finish(client, body, out_dir, detach=False)
     _print_transcript(files)
     out.print(f"\n[bold green]demo done[/]: {final['type']} job {final['id']} → outputs in {out_dir.resolve()}")
-    for path in files:
-        out.print(f"  {path}")
+    names = {p.name: p for p in files}
+    if "output.mp4" in names:
+        out.print(f"  video with captions (burned in + subtitle track): {names['output.mp4']}")
+    captions = [str(p) for n, p in names.items() if n.startswith("captions.")]
+    if captions:
+        out.print(f"  captions:   {', '.join(sorted(captions))}")
+    transcript = [str(p) for n, p in names.items() if n.startswith("transcript.")]
+    if transcript:
+        out.print(f"  transcript: {', '.join(sorted(transcript))}")
 
 
 def find_sample() -> Path | None:
