@@ -234,6 +234,7 @@ def test_gpu_only_in_gpu_mode(rendered: dict[str, list[Manifest]], value_set: st
                 assert env["MEDIAFLOW_DEVICE"] == "cpu"
         if name in WORKER_DEPLOYMENTS and "compositor" in name:
             assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,video,utility"
+            # ci/gpu-values.yaml asks for nvenc explicitly; the CPU default is libx264
             assert env["MEDIAFLOW_ENCODER"] == ("nvenc" if gpu_mode else "x264")
 
 
@@ -247,6 +248,15 @@ def test_gpu_values_set_runtime_class_and_model_volume(rendered: dict[str, list[
     assert model.startswith(mounts["models"]["mountPath"] + "/")
     assert mounts["models"]["readOnly"] is True
     assert {v["name"] for v in transcriber["volumes"]} >= {"models", "tmp"}
+
+
+def test_gpu_mode_encoder_defaults_to_auto(render: Callable[..., list[Manifest]]) -> None:
+    """Without an explicit encoder, GPU pools use `auto`: NVENC where the start-up test encode works,
+    libx264 on GPUs without NVENC (A100, H100), instead of failing every job."""
+    manifests = render(set_values={"gpu.enabled": "true"})
+    configmaps = by_kind(manifests, "ConfigMap")
+    for name in (f"{RELEASE}-compositor", f"{RELEASE}-compositor-heavy"):
+        assert container_env(pod_specs(manifests)[name]["containers"][0], configmaps)["MEDIAFLOW_ENCODER"] == "auto"
 
 
 def test_cpu_only_pool_in_gpu_mode(render: Callable[..., list[Manifest]]) -> None:

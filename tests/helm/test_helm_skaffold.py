@@ -99,7 +99,7 @@ def test_release_renders_the_built_images(skaffold: dict[str, Any], render: Call
     assert gpus == {profile == "gpu"}
     encoders = {v["value"] for m in workers for v in m["spec"]["template"]["spec"]["containers"][0]["env"]
                 if v["name"] == "MEDIAFLOW_ENCODER"}
-    assert encoders == ({"nvenc"} if profile == "gpu" else {"x264"})
+    assert encoders == ({"auto"} if profile == "gpu" else {"x264"})
 
 
 def test_port_forward_targets_the_gateway_service(skaffold: dict[str, Any],
