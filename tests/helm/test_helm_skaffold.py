@@ -112,3 +112,4 @@ def test_port_forward_targets_the_gateway_service(skaffold: dict[str, Any],
     service = services[forward["resourceName"]]
     assert service["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway"
     assert forward["port"] == service["spec"]["ports"][0]["port"]
+
