@@ -4,7 +4,6 @@ input, uploads, submit/list/get/cancel/retry, batches, idempotency and tenant is
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import httpx
 import pytest
@@ -144,8 +143,8 @@ async def test_oversize_upload_is_413(redis, gw_settings, media):
                 yield b"\0" * 65536
             yield b"\r\n--" + boundary + b"--\r\n"
 
-        streamed = await client.post("/v1/media", headers={**ALICE, "Content-Type": "multipart/form-data; boundary=xyz"},
-                                     content=chunked())
+        multipart = {**ALICE, "Content-Type": "multipart/form-data; boundary=xyz"}
+        streamed = await client.post("/v1/media", headers=multipart, content=chunked())
         assert_problem(streamed, 413, "payload_too_large")
         ok = await upload(client, media / "grid_bbaf2n.mp4")  # under the limit
         assert ok.status_code == 201

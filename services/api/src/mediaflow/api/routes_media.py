@@ -70,7 +70,7 @@ async def upload_media(request: Request, tenant: str = Depends(require_tenant),
     media = Media(id=media_id, tenant=tenant, filename=upload.filename, content_type=upload.content_type,
                   size=size, duration=info.get("duration"), format=info.get("format", ""),
                   streams=info.get("streams", []), key=key, probed_by=probed_by)
-    await svc.store.put_media(media)
+    await svc.media.put(media)
     svc.metrics.uploads.inc(size)
     return media_resource(media)
 
@@ -79,5 +79,5 @@ async def upload_media(request: Request, tenant: str = Depends(require_tenant),
             summary="Get a media resource")
 async def get_media(media_id: str, tenant: str = Depends(require_tenant),
                     svc: Services = Depends(services)) -> dict[str, Any]:
-    media = await svc.store.get_media(media_id, tenant)
+    media = await svc.media.get(media_id, tenant)
     return media_resource(media)

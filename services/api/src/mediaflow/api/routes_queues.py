@@ -60,12 +60,27 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
     if forgotten:
         await svc.redis.hdel(WORKERS_KEY, *forgotten)
 
+    # The registry is refreshed once a second; a job it names that has already left the queue's
+    # sorted set (ARQ removes it when the job finishes) is not running any more.
+    held = [(q, job_id) for q, ws in workers_by_queue.items() for w in ws for job_id in w["jobs"]]
+    still_queued: set[str] = set()
+    if held:
+        async with svc.redis.pipeline(transaction=False) as pipe:
+            for q, job_id in held:
+                pipe.zscore(q, job_id)
+            scores = await pipe.execute()
+        still_queued = {job_id for (_q, job_id), score in zip(held, scores, strict=True)
+                        if score is not None and score <= now_ms}
+    for ws in workers_by_queue.values():
+        for w in ws:
+            w["jobs"] = [j for j in w["jobs"] if j in still_queued]
+
     queues = []
     for i, queue in enumerate(ALL_QUEUES):
         ready, deferred, succeeded, failed = replies[4 * i: 4 * i + 4]
         workers = sorted(workers_by_queue[queue], key=lambda w: w["id"])
         # ARQ keeps a running job in the queue's sorted set until it finishes: what live workers
-        # hold is running, the rest of the ready entries are waiting.
+        # hold (and is still on the queue) is running, the rest of the ready entries are waiting.
         running = sum(len(w["jobs"]) for w in workers)
         svc.metrics.queue_ready.labels(queue).set(max(0, ready - running))
         svc.metrics.queue_deferred.labels(queue).set(deferred)

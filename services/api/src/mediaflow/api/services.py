@@ -15,6 +15,7 @@ from mediaflow.common.store import JobStore
 
 from .auth import KeyRing
 from .compositor_probe import CompositorProbe
+from .media_records import MediaRecords
 from .metrics import Metrics
 
 
@@ -28,6 +29,7 @@ class Services:
     keyring: KeyRing
     metrics: Metrics
     compositor: CompositorProbe
+    media: MediaRecords
     sse_ping: float = 15.0  # seconds between keepalive comments on idle event streams
 
     @classmethod
@@ -36,15 +38,17 @@ class Services:
         # The pool drops broken connections, so the app recovers by itself when Redis returns.
         redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=15.0,
                                health_check_interval=30)
+        store = JobStore(redis)
         return cls(
             settings=settings,
             redis=redis,
-            store=JobStore(redis),
+            store=store,
             dispatcher=Dispatcher(redis, max_tries=settings.max_tries),
             storage=open_storage(settings.storage_url),
             keyring=KeyRing(settings),
             metrics=Metrics(),
             compositor=CompositorProbe(settings.compositor_grpc, settings.grpc_deadline),
+            media=MediaRecords(store),
         )
 
     async def close(self) -> None:
@@ -52,5 +56,5 @@ class Services:
         await self.redis.aclose()
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     return request.app.state.services

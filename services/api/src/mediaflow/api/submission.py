@@ -60,7 +60,7 @@ class MediaCache:
 
     async def get(self, media_id: str) -> Media:
         if media_id not in self.known:
-            self.known[media_id] = await self.svc.store.get_media(media_id, self.tenant)
+            self.known[media_id] = await self.svc.media.get(media_id, self.tenant)
         return self.known[media_id]
 
 

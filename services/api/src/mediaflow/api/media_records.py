@@ -1,0 +1,42 @@
+"""Media records, read through a small in-process cache.
+
+A media record never changes after its upload, so a gateway can keep the ones it has seen: a submit
+that names an uploaded `media_id` then costs one Redis round trip (the job's MULTI) instead of two.
+The tenant check runs on every read, cached or not.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from mediaflow.common.errors import NotFound
+from mediaflow.common.jobs import Media
+from mediaflow.common.store import JobStore
+
+CACHE_ENTRIES = 50_000
+
+
+class MediaRecords:
+    def __init__(self, store: JobStore, capacity: int = CACHE_ENTRIES) -> None:
+        self.store, self.capacity = store, capacity
+        self._cache: OrderedDict[str, Media] = OrderedDict()
+
+    def _remember(self, media: Media) -> None:
+        self._cache[media.id] = media
+        self._cache.move_to_end(media.id)
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+
+    async def put(self, media: Media) -> None:
+        await self.store.put_media(media)
+        self._remember(media)
+
+    async def get(self, media_id: str, tenant: str) -> Media:
+        media = self._cache.get(media_id)
+        if media is None:
+            media = await self.store.get_media(media_id)
+            self._remember(media)
+        if media.tenant != tenant:
+            # Another tenant's media is indistinguishable from a missing one.
+            raise NotFound(f"media {media_id} does not exist", code="media_not_found")
+        return media
