@@ -158,3 +158,19 @@ async def test_queues_show_workers_and_running_jobs(stack, media):
     metrics = (await stack.get("/metrics")).text
     assert 'mediaflow_workers{queue="mediaflow:queue:compose"} 1.0' in metrics
     assert 'mediaflow_jobs_submitted_total{type="probe"} 2.0' in metrics
+
+
+async def test_upload_is_described_by_the_compositor_over_grpc(redis, settings, media):
+    from mediaflow.compositor import grpc_server
+
+    server, port = await grpc_server.start(settings, port=0)
+    cfg = settings.model_copy(update={"compositor_grpc": f"127.0.0.1:{port}"})
+    try:
+        async with running_gateway(cfg) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+            m = (await upload(client, media / "big_buck_bunny_small.mp4")).json()
+            assert m["probed_by"] == "compositor"
+            video = next(s for s in m["streams"] if s["kind"] == "video")
+            assert (video["width"], video["height"]) == (320, 240) and video["display_aspect_ratio"] == "16:9"
+            assert m["size"] == (media / "big_buck_bunny_small.mp4").stat().st_size
+    finally:
+        await server.stop(None)

@@ -15,7 +15,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from mediaflow.common.settings import Settings, get_settings
 from mediaflow.common.telemetry import setup_tracing
 
-from . import routes_health, routes_jobs, routes_media, routes_queues, sse
+from . import routes_health, routes_jobs, routes_media, routes_openai, routes_queues, sse
 from .metrics import MetricsMiddleware
 from .problems import install_problem_handlers
 from .services import Services
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None, *, sse_ping: float = 15.0,
     app = FastAPI(title="mediaflow", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = svc
     install_problem_handlers(app)
-    for module in (routes_media, routes_jobs, sse, routes_queues, routes_health):
+    for module in (routes_media, routes_jobs, sse, routes_queues, routes_openai, routes_health):
         app.include_router(module.router)
 
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
