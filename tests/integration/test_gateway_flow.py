@@ -116,7 +116,13 @@ async def test_artifact_download_with_range(stack, media):
     tail = await stack.get(names["media.bin"]["url"], headers={**ALICE, "Range": "bytes=-100"})
     assert tail.status_code == 206 and tail.content == original[-100:]
     bad = await stack.get(names["media.bin"]["url"], headers={**ALICE, "Range": f"bytes={len(original) + 5}-"})
-    assert bad.status_code == 416
+    assert_problem(bad, 416, "range_not_satisfiable")
+    assert bad.headers["content-range"] == f"bytes */{len(original)}"
+    assert_problem(await stack.get(names["media.bin"]["url"], headers={**ALICE, "Range": "lines=1-2"}), 400,
+                   "malformed_range")
+    multi = await stack.get(names["media.bin"]["url"], headers={**ALICE, "Range": "bytes=0-9,100-109"})
+    assert multi.status_code == 206 and multi.headers["content-type"].startswith("multipart/byteranges")
+    assert original[:10] in multi.content and original[100:110] in multi.content
     info = (await stack.get(names["probe.json"]["url"], headers=ALICE)).json()
     assert info["duration"] == 11.0
     assert_problem(await stack.get(names["media.bin"]["url"], headers=BOB), 404, "job_not_found")

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from mediaflow.common.jobs import Artifact
 from mediaflow.common.storage import FileStorage, S3Storage, Storage
@@ -27,12 +28,28 @@ def _disposition(name: str) -> str:
 async def artifact_response(storage: Storage, key: str, artifact: Artifact, request: Request) -> Response:
     if isinstance(storage, FileStorage):
         path = storage.path(key)
-        if not await asyncio.to_thread(path.is_file):
-            raise Problem(404, "artifact_not_found", f"artifact {artifact.name!r} is missing from storage")
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            raise Problem(404, "artifact_not_found", f"artifact {artifact.name!r} is missing from storage") from None
+        _check_range(request.headers.get("range"), size)
         return FileResponse(path, media_type=artifact.content_type, filename=artifact.name)
     if isinstance(storage, S3Storage):
         return await _s3_response(storage, key, artifact, request)
     raise Problem(501, "storage_unsupported", "this storage backend cannot serve downloads")
+
+
+def _check_range(header: str | None, size: int) -> None:
+    """FileResponse answers a bad Range with plain text; we answer with problem details first."""
+    if not header:
+        return
+    try:
+        FileResponse._parse_range_header(header, size)
+    except MalformedRangeHeader as exc:
+        raise Problem(400, "malformed_range", exc.content) from None
+    except RangeNotSatisfiable:
+        raise Problem(416, "range_not_satisfiable", f"range outside 0-{size - 1}",
+                      headers={"Content-Range": f"bytes */{size}"}) from None
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
