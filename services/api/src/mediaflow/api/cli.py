@@ -295,7 +295,7 @@ def _print_transcript(files: list[Path]) -> None:
     text = next((p for p in files if p.name == "transcript.txt"), None)
     if text is not None:
         content = text.read_text(errors="replace").strip()
-        out.print(escape(content if len(content) <= 800 else content[:800] + " …"))
+        out.print(escape(content if len(content) <= 800 else content[:800] + " …"), soft_wrap=False)
 
 
 @app.command()

@@ -443,6 +443,9 @@ def serve(stack: Stack) -> int:
     try:
         while not stack.finished.wait(0.5):
             pass
+        if got:
+            stack.report("info", f"stopping: workers drain for up to {stack.config.stop_timeout:.0f} s "
+                                 "(Ctrl-C again to kill at once)")
         stack.stop()
     finally:
         for sig, old in previous.items():
