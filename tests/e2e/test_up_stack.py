@@ -75,6 +75,18 @@ def test_up_restarts_a_worker_that_dies(stack):
     assert new_pid in [w["pid"] for w in compose["workers"]]
 
 
+def test_up_refuses_a_busy_port_and_a_data_dir_in_use(stack, tmp_path):
+    busy = cli("up", "--port", str(stack.port), "--data-dir", str(tmp_path / "other"), "--workers", "compositor",
+               env=clean_env(), timeout=60)
+    assert busy.returncode == 1
+    assert f"error: stack_failed: cannot listen on 127.0.0.1:{stack.port}" in busy.stderr
+
+    shared = cli("up", "--port", "0", "--data-dir", str(stack.data_dir), "--workers", "compositor",
+                 env=clean_env(), timeout=60)
+    assert shared.returncode == 1
+    assert "error: stack_failed: another `mediaflow up` is using" in shared.stderr
+
+
 def test_ctrl_c_stops_everything_and_a_restart_keeps_jobs(stack, media):
     job_id = submit_probe(stack, media / "jfk.flac")
     wait_until(lambda: job_state(stack, job_id)["state"] == "succeeded", 30, what="probe job")
@@ -126,3 +138,4 @@ def test_up_uses_an_external_redis_and_given_api_keys(valkey, tmp_path, media):
     assert [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
     assert valkey.is_running()  # an external server is never stopped by `up`
     client.delete(f"mediaflow:job:{job_id}")
+

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import secrets
@@ -38,6 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 import redis
@@ -63,14 +65,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def port_in_use(host: str, port: int) -> bool:
+def check_can_listen(host: str, port: int) -> None:
+    """Fail early with a clear message instead of a gateway that crashes in a loop."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return True
-        return False
+        except OSError as exc:
+            raise StackError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def executable(name: str) -> str:
@@ -169,16 +171,34 @@ class Stack:
         self._monitor: threading.Thread | None = None
         self._preexec = _die_with_parent()
         self.finished = threading.Event()  # set when an essential child was given up
+        self._data_lock: IO[str] | None = None
 
     # ---- set-up -----------------------------------------------------------------------------
+    def _lock_data_dir(self) -> None:
+        """One stack per data directory: two Valkeys appending to one AOF would corrupt it."""
+        if self._data_lock is not None:
+            return
+        handle = (self.config.data_dir / "up.lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StackError(f"another `mediaflow up` is using {self.config.data_dir}") from None
+        self._data_lock = handle
+
+    def _unlock_data_dir(self) -> None:
+        if self._data_lock is not None:
+            self._data_lock.close()  # closing releases the flock
+            self._data_lock = None
+
     def _plan(self) -> None:
         cfg = self.config
         data = cfg.data_dir
         (data / "logs").mkdir(parents=True, exist_ok=True)
         (data / "storage").mkdir(parents=True, exist_ok=True)
         port = cfg.port or free_port(cfg.host)
-        if port_in_use(cfg.host, port):
-            raise StackError(f"port {port} on {cfg.host} is already in use")
+        self._lock_data_dir()
+        check_can_listen(cfg.host, port)
         client_host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
         self.url = f"http://{client_host}:{port}"
 
@@ -329,7 +349,11 @@ class Stack:
 
     def start(self, wait_for: tuple[str, ...] = ("api",), timeout: float = 120.0) -> Stack:
         """Start every child, wait until the ones named in `wait_for` are ready (all: "*")."""
-        self._plan()
+        try:
+            self._plan()
+        except BaseException:
+            self._unlock_data_dir()
+            raise
         with self._lock:
             valkey = [c for c in self.children if c.name == "valkey"]
             for child in valkey:  # first: everything else connects to it at start-up
@@ -389,6 +413,7 @@ class Stack:
                         with contextlib.suppress(subprocess.TimeoutExpired):
                             child.proc.wait(timeout=5)
                         child.proc = None
+            self._unlock_data_dir()
 
     def status(self) -> list[dict[str, object]]:
         return [{"name": c.name, "pid": c.pid, "ready": c.ready, "restarts": c.restarts, "gave_up": c.gave_up,
