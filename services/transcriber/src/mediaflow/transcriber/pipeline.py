@@ -32,6 +32,9 @@ VAD_ONSET, VAD_OFFSET = 0.5, 0.363
 # Whisper's own silence rule: a chunk it is sure holds no speech and decoded with low confidence is
 # dropped (this is what keeps music and noise from turning into hallucinated text).
 NO_SPEECH_PROB, LOW_LOGPROB = 0.6, -1.0
+# Windows whose loudest half second stays below this level (dBFS) skip the VAD model: hours of
+# silence or room tone then cost only their decoding.
+SILENCE_DBFS = -50.0
 
 Progress = Callable[[float, str], None]
 
@@ -55,10 +58,17 @@ def speech_chunks(models: Models, audio: np.ndarray) -> list[dict]:
     """VAD on one window: a list of {start, end, segments[(start, end)]} in seconds, chunks <= 30 s."""
     from whisperx.vads import Pyannote
 
-    if len(audio) < SAMPLE_RATE // 10:
+    if len(audio) < SAMPLE_RATE // 10 or loudest_dbfs(audio) < SILENCE_DBFS:
         return []
     scores = models.vad({"waveform": Pyannote.preprocess_audio(audio), "sample_rate": SAMPLE_RATE})
     return Pyannote.merge_chunks(scores, CHUNK_SECONDS, onset=VAD_ONSET, offset=VAD_OFFSET)
+
+
+def loudest_dbfs(audio: np.ndarray, block: int = SAMPLE_RATE // 2) -> float:
+    usable = len(audio) // block * block
+    blocks = audio[:usable].reshape(-1, block) if usable else audio.reshape(1, -1)
+    rms = float(np.sqrt((blocks.astype(np.float64) ** 2).mean(axis=1)).max())
+    return 20 * np.log10(max(rms, 1e-10))
 
 
 class WindowSink:

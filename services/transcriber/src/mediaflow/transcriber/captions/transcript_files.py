@@ -14,15 +14,14 @@ def to_json(transcript: Transcript) -> str:
 
 
 def to_txt(transcript: Transcript) -> str:
-    """Plain text, one paragraph per speaker turn (or per segment group without diarization)."""
+    """Plain text; with speakers, one paragraph per speaker turn (runs of words by one speaker)."""
     if not transcript.speakers:
         return transcript.text + "\n" if transcript.text else ""
-    paragraphs: list[str] = []
-    speaker = None
+    paragraphs: list[tuple[str | None, list[str]]] = []
     for seg in transcript.segments:
-        if seg.speaker != speaker or not paragraphs:
-            paragraphs.append(f"{seg.speaker}: {seg.text}" if seg.speaker else seg.text)
-            speaker = seg.speaker
-        else:
-            paragraphs[-1] += " " + seg.text
-    return "\n\n".join(paragraphs) + "\n"
+        pieces = [(w.speaker or seg.speaker, w.text) for w in seg.words] or [(seg.speaker, seg.text)]
+        for speaker, text in pieces:
+            if not paragraphs or paragraphs[-1][0] != speaker:
+                paragraphs.append((speaker, []))
+            paragraphs[-1][1].append(text)
+    return "\n\n".join(f"{sp}: {' '.join(t)}" if sp else " ".join(t) for sp, t in paragraphs) + "\n"
