@@ -135,3 +135,25 @@ def test_embedded_stack_runs_the_job_and_leaves_nothing_running(media: Path, tmp
         return found
 
     assert leftovers() == []
+
+
+def test_retry_follow_waits_for_the_new_attempt(server: UpProcess, media: Path, tmp_path: Path) -> None:
+    env = server.client_env()
+    submitted = cli("probe", str(media / "jfk.flac"), "--hold-seconds", "3", "--detach", env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"j_\w+", job_id)
+    cancelled = cli("jobs", "cancel", job_id, env=env)
+    assert cancelled.returncode == 0 and job_id in cancelled.stdout
+
+    def ended() -> bool:
+        return httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=server.headers(),
+                         timeout=10).json()["state"] == "cancelled"
+
+    wait_until(ended, 20, what="the cancel")
+    # The replayed `cancelled` event of the first attempt must not end the follow.
+    retried = cli("jobs", "retry", job_id, "--follow", env=env, cwd=tmp_path, timeout=120)
+    assert retried.returncode == 0, retried.stderr
+    assert f"probe {job_id} succeeded" in retried.stdout
+    record = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=server.headers(), timeout=10).json()
+    assert record["state"] == "succeeded"

@@ -138,8 +138,9 @@ class MediaflowClient:
                             data = {"message": sse.data}
                         yield JobEvent(id=sse.id, event=sse.event, data=data)
                         failures = 0
-                        if sse.event == "state" and data.get("state") in TERMINAL_STATES:
-                            return
+                        if (sse.event == "state" and data.get("state") in TERMINAL_STATES
+                                and self.job(job_id)["state"] in TERMINAL_STATES):
+                            return  # (a replayed end of an attempt that was retried since goes on)
             except (httpx.TransportError, SSEError) as exc:
                 failures += 1
                 if failures > 10:
