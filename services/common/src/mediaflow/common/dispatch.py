@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from .errors import Conflict
+from .errors import Conflict, NotFound
 from .jobs import Job, JobState, utcnow
 from .queues import FUNCTION_FOR_TYPE, wake_key
 from .store import JobStore, job_key, state_event
@@ -122,12 +122,16 @@ class Dispatcher:
         for child in job.children:
             with contextlib.suppress(Conflict):
                 await self.cancel(child)
-        if job.children:
-            # A pipeline parent that no worker holds ends here once its children have (common/pipeline.py).
-            from .pipeline import settle_cancelled_parent
+        # Pipelines (common/pipeline.py): a parent that no worker holds ends here once its children have,
+        # and a child cancelled while queued (no worker hook runs for it) settles its parent.
+        from .pipeline import settle_cancelled_parent
 
+        if job.children:
             await settle_cancelled_parent(self.store, job.id)
             job = await self.store.get(job.id)
+        if job.parent_id and job.state == JobState.cancelled:
+            with contextlib.suppress(NotFound):
+                await settle_cancelled_parent(self.store, job.parent_id)
         return job
 
     async def retry(self, job_id: str, tenant: str | None = None) -> Job:

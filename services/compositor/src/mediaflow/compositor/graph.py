@@ -64,16 +64,21 @@ class Graph:
 
 
 class _Inputs:
-    """ffmpeg-python merges nodes with equal arguments, so the same clip used twice would become one
-    input feeding two chains (every frame buffered until the second use). A distinct, harmless
-    `thread_queue_size` per input keeps each use its own input, decoded only while it plays."""
+    """ffmpeg-python merges nodes with equal arguments, so the same clip used twice (same trim) would
+    become one input feeding two chains, every frame buffered until the second use. A repeated use
+    gets a distinct `thread_queue_size` (ffmpeg's default is 8 packets) and so stays its own input,
+    decoded only while it plays; first uses keep ffmpeg's defaults."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.seen: dict[str, int] = {}
 
     def __call__(self, name: str, **kwargs: Any) -> Any:
-        self.count += 1
-        return ffmpeg.input(name, thread_queue_size=256 + self.count, **kwargs)
+        key = repr((name, sorted(kwargs.items())))
+        uses = self.seen.get(key, 0)
+        self.seen[key] = uses + 1
+        if uses:
+            kwargs["thread_queue_size"] = 8 + uses
+        return ffmpeg.input(name, **kwargs)
 
 
 def _video(plan: Plan, p: PlannedItem, workdir: Path, new_input: _Inputs) -> tuple[Any, Any]:
@@ -119,7 +124,9 @@ def _overlay_logo(v: Any, logo_input: Any, spec: Any, out_width: int) -> Any:
         img = img.filter("colorchannelmixer", aa=f"{spec.opacity:.3f}")
     x, y = (e.format(m=int(spec.margin)) for e in POSITIONS[spec.position])
     # A still logo is one frame; overlay repeats the last frame of its overlay input (eof_action).
-    return ffmpeg.overlay(v, img, x=x, y=y, eof_action="repeat", format="auto")
+    # format=yuv420 blends straight into the output's format: `auto` picked a wider one and cost ~30 %
+    # more CPU and ~160 MB more memory on the reference timeline (bench/compose.py).
+    return ffmpeg.overlay(v, img, x=x, y=y, eof_action="repeat", format="yuv420")
 
 
 def _join(plan: Plan, streams: list[tuple[Any, Any]], durations: list[float]) -> tuple[Any, Any]:
