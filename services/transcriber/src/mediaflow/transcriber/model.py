@@ -15,6 +15,7 @@ from pathlib import Path
 from mediaflow.common.settings import Settings
 
 log = logging.getLogger("mediaflow.transcriber")
+DEFAULT_VAD = "silero"
 
 
 def default_model_path() -> Path:
@@ -72,14 +73,21 @@ class Models:
             local_files_only=True,
         )
         self.batched = faster_whisper.BatchedInferencePipeline(self.whisper)
-        self.vad = Pyannote(torch.device(self.device), token=None, vad_onset=0.5, vad_offset=0.363)
+        # VAD: "pyannote" (the model in the whisperx wheel) or "silero" (the ONNX model in the
+        # faster-whisper wheel); both offline. See docs/transcriber.md for the trade-off.
+        self.vad_method = os.environ.get("MEDIAFLOW_VAD", DEFAULT_VAD)
+        if self.vad_method not in ("pyannote", "silero"):
+            raise ValueError(f"MEDIAFLOW_VAD must be pyannote or silero, not {self.vad_method!r}")
+        self.vad = Pyannote(torch.device(self.device), token=None, vad_onset=0.5, vad_offset=0.363) \
+            if self.vad_method == "pyannote" else None
         self.multilingual = bool(self.whisper.model.is_multilingual)
         self.device_lock = threading.Lock()
         from .diarize import backend_name
 
         self.info = ModelInfo(model=Path(model).name if Path(model).exists() else model,
                               device=self.device, compute_type=self.compute_type,
-                              multilingual=self.multilingual, diarization_backend=backend_name(settings))
+                              multilingual=self.multilingual, diarization_backend=backend_name(settings),
+                              vad=self.vad_method)
         log.info("loaded %s on %s (%s)", model, self.device, self.compute_type)
 
     def free_memory(self) -> None:

@@ -55,11 +55,21 @@ def check_language(models: Models, language: str | None) -> str | None:
 
 
 def speech_chunks(models: Models, audio: np.ndarray) -> list[dict]:
-    """VAD on one window: a list of {start, end, segments[(start, end)]} in seconds, chunks <= 30 s."""
-    from whisperx.vads import Pyannote
+    """VAD on one window: a list of {start, end, segments[(start, end)]} in seconds, chunks <= 30 s
+    cut at silences (whisperx's merge)."""
+    from whisperx.diarize import Segment as SpeechRegion
+    from whisperx.vads import Pyannote, Vad
 
     if len(audio) < SAMPLE_RATE // 10 or loudest_dbfs(audio) < SILENCE_DBFS:
         return []
+    if models.vad_method == "silero":
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        # faster-whisper's bundled Silero (ONNX): ~20x faster than the pyannote model on a CPU
+        found = get_speech_timestamps(audio, VadOptions(threshold=0.5, min_silence_duration_ms=300,
+                                                        speech_pad_ms=200, max_speech_duration_s=CHUNK_SECONDS))
+        regions = [SpeechRegion(r["start"] / SAMPLE_RATE, r["end"] / SAMPLE_RATE, "UNKNOWN") for r in found]
+        return Vad.merge_chunks(regions, CHUNK_SECONDS, onset=VAD_ONSET, offset=VAD_OFFSET) if regions else []
     scores = models.vad({"waveform": Pyannote.preprocess_audio(audio), "sample_rate": SAMPLE_RATE})
     return Pyannote.merge_chunks(scores, CHUNK_SECONDS, onset=VAD_ONSET, offset=VAD_OFFSET)
 
