@@ -136,12 +136,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gateway(redis_url: str, storage: Path, port: int) -> subprocess.Popen:
+def start_gateway(redis_url: str, storage: Path, port: int, workers: int) -> subprocess.Popen:
     env = {**os.environ, "MEDIAFLOW_REDIS_URL": redis_url, "MEDIAFLOW_STORAGE_URL": f"file://{storage}",
            "MEDIAFLOW_API_KEYS": f"{API_KEY}:bench", "MEDIAFLOW_ALLOWED_ROOTS": str(MEDIA),
            "MEDIAFLOW_COMPOSITOR_GRPC": "127.0.0.1:1", "MEDIAFLOW_LOG_LEVEL": "WARNING"}
     exe = shutil.which("mediaflow-api", path=str(Path(sys.executable).parent)) or "mediaflow-api"
-    proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port)], env=env)
+    proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)], env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -159,7 +159,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     valkey.start()
     storage = Path(tempfile.mkdtemp(prefix="mediaflow-bench-"))
     port = free_port()
-    gateway = start_gateway(f"redis://127.0.0.1:{valkey.port}/0", storage, port)
+    gateway = start_gateway(f"redis://127.0.0.1:{valkey.port}/0", storage, port, args.workers)
+    load_before = os.getloadavg()
     try:
         with open(MEDIA / "jfk.flac", "rb") as fh:
             media = httpx.post(f"http://127.0.0.1:{port}/v1/media", files={"file": ("jfk.flac", fh)},
@@ -178,7 +179,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "POST /v1/jobs": await closed_loop(host, port, submit, args.concurrency, args.seconds / 2, 202),
         }
         return {"rates": rows, "max_throughput": closed, "seconds_per_rate": args.seconds,
-                "job_body": job, "targets": {"p99_ms_at_500_per_s": 25}}
+                "gateway_processes": args.workers, "job_body": job, "targets": {"p99_ms_at_500_per_s": 25},
+                # the machine is shared: the load average says how much CPU the run competed for
+                "loadavg_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
+                "cpus": os.cpu_count()}
     finally:
         gateway.terminate()
         gateway.wait(10)
@@ -191,6 +195,7 @@ def main() -> None:
     parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[250.0, 500.0, 750.0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="gateway processes (mediaflow-api --workers)")
     args = parser.parse_args()
     result = asyncio.run(run(args))
     print(f"{'route':<16}{'offered/s':>10}{'achieved/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
@@ -205,7 +210,9 @@ def main() -> None:
     floor_max = result["max_throughput"]["GET /healthz"]["throughput_per_s"]
     result["submit_vs_healthz_throughput_ratio"] = round(submit_max / floor_max, 3)
     print(f"submit throughput = {result['submit_vs_healthz_throughput_ratio']:.2f} x healthz (same server, same run)")
-    path = write_result("submit", result)
+    print(f"gateway processes: {args.workers}; load average (1 min) before/after: "
+          f"{result['loadavg_1m']['before']}/{result['loadavg_1m']['after']} on {result['cpus']} CPUs")
+    path = write_result("submit" if args.workers == 1 else f"submit-{args.workers}procs", result)
     print(f"wrote {path}")
 
 
