@@ -68,6 +68,10 @@ async def test_redis_down_gives_503_then_recovers(settings, media, tmp_path):
                 response = await client.request(method, path, headers=ALICE, **kwargs)
                 problem = assert_problem(response, 503, "store_unavailable")
                 assert response.headers["retry-after"] == "1" and problem["instance"] == path
+            with open(media / "jfk.flac", "rb") as fh:
+                refused = await client.post("/v1/media", headers=ALICE, files={"file": ("jfk.flac", fh)})
+            assert_problem(refused, 503, "store_unavailable")
+            assert not list((tmp_path / "storage" / "media").glob("*"))  # no orphaned bytes
             not_ready = await client.get("/readyz")
             assert_problem(not_ready, 503, "not_ready")
             assert not_ready.json()["checks"]["redis"] != "ok" and not_ready.json()["checks"]["storage"] == "ok"

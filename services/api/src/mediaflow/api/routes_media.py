@@ -70,7 +70,12 @@ async def upload_media(request: Request, tenant: str = Depends(require_tenant),
     media = Media(id=media_id, tenant=tenant, filename=upload.filename, content_type=upload.content_type,
                   size=size, duration=info.get("duration"), format=info.get("format", ""),
                   streams=info.get("streams", []), key=key, probed_by=probed_by)
-    await svc.media.put(media)
+    try:
+        await svc.media.put(media)
+    except BaseException:
+        # No record, no bytes: an upload refused for any reason (Redis down, ...) leaves nothing behind.
+        await asyncio.to_thread(svc.storage.delete_prefix, f"media/{media_id}")
+        raise
     svc.metrics.uploads.inc(size)
     return media_resource(media)
 
