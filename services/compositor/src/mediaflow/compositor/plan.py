@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -141,7 +142,8 @@ class MediaResolver:
             return path
         # Remote storage: download next to the render (a safe name; the key's own name never reaches
         # ffmpeg's filter graph).
-        dest = self.workdir / f"in-{len(list(self.workdir.glob('in-*')))}{Path(key).suffix[:8]}"
+        suffix = "".join(c for c in Path(key).suffix[:8] if c.isalnum() or c == ".")
+        dest = self.workdir / f"in-{uuid.uuid4().hex[:12]}{suffix}"
 
         def download() -> None:
             with self.storage.open(key) as src, open(dest, "wb") as out:
