@@ -131,6 +131,20 @@ async def test_cancel_parent_cancels_queued_child_and_finishes(redis, pipe_setti
     assert await redis.zscore(TRANSCRIBE_QUEUE, child.id) is None
 
 
+async def test_cancelling_the_queued_child_settles_the_parent(redis, pipe_settings):
+    dispatcher = Dispatcher(redis)
+    parent = caption_job({"path": str(GRID)})
+    await dispatcher.submit(parent)
+    async with compositor(pipe_settings):
+        deadline = time.monotonic() + 20
+        current = await dispatcher.store.get(parent.id)
+        while not current.children and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            current = await dispatcher.store.get(parent.id)
+        await dispatcher.cancel(current.children[0])
+    assert (await dispatcher.store.get(parent.id)).state == JobState.cancelled
+
+
 async def test_caption_pipeline_end_to_end(redis, pipe_settings, transcriber):
     dispatcher = Dispatcher(redis)
     parent = caption_job(await upload(dispatcher, pipe_settings, GRID), mode="both")

@@ -204,3 +204,18 @@ async def test_filter_graph_injection_through_text_and_file_names(tmp_path):
     graph = list((tmp_path / "work").glob("*.ass"))
     assert graph and all("'" not in p.name for p in graph)
     assert np.isfinite(frame).all()
+
+
+def _integrated_lufs(path: Path) -> float:
+    err = subprocess.run(["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a", "-af", "ebur128",
+                          "-f", "null", "-"], capture_output=True, text=True, check=True).stderr
+    summary = err.rsplit("Summary:", 1)[1]
+    return float(summary.split("I:")[1].split("LUFS")[0])
+
+
+async def test_loudness_normalisation(tmp_path):
+    out, _, _ = await render_options({"output": {**draft(), "loudnorm": True}, "items": [
+        {"kind": "video", "path": str(GRID)}, {"kind": "video", "path": str(BBB), "trim": {"end": 2.0}}]}, tmp_path)
+    a = stream(ffprobe(out), "audio")
+    assert (a["sample_rate"], a["channels"]) == ("48000", 2)
+    assert abs(_integrated_lufs(out) - (-16.0)) < 2.5
