@@ -97,6 +97,8 @@ class JobContext:
         self.job = await self.store.update(self.job.id, mutate)
         if self.job.state == JobState.cancelling:
             self.cancel_event.set()
+        if self.job.parent_id:  # pipelines: a child's progress shows, weighted, on its parent (pipeline.py)
+            await pipeline.rollup_progress(self.store, self.job, fraction, message)
 
     def progress_threadsafe(self, fraction: float, stage: str | None = None, message: str = "") -> None:
         """Progress from a worker thread; raises JobCancelled once the job is cancelled."""

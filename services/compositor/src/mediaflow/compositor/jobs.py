@@ -126,7 +126,6 @@ async def compose(ctx: JobContext) -> dict[str, Any]:
 
             async def on_progress(fraction: float, message: str) -> None:
                 await ctx.progress(0.02 + 0.96 * fraction, "render", message)
-                await pipeline.rollup_progress(ctx.store, ctx.job, fraction, message)
                 ctx.check_cancelled()  # cancel seen by the progress write: stop ffmpeg now
 
             request = RenderRequest(plan, out, workdir, encoders.output_args(choice.name, H, options.output.quality,
