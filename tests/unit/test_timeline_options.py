@@ -74,3 +74,19 @@ def test_routing_thresholds_are_configurable():
     tuned = Settings(heavy_items=100, heavy_4k_items=30)
     assert not is_heavy(many_fhd, tuned) and not is_heavy(many_4k, tuned)
     assert queue_for(JobType.caption, small, settings) == COMPOSE_QUEUE
+
+
+def test_submit_time_media_checks():
+    from mediaflow.common.options.compose import check_timeline_media
+
+    opts = parse_options(JobType.compose, {"items": [VIDEO, {**VIDEO, "media_id": "m_2",
+                                                              "logo": {"media_id": "m_3"}}]})
+    good = {"m_1": [{"kind": "video", "width": 320, "height": 240}, {"kind": "audio"}],
+            "m_2": [{"kind": "video", "width": 1920, "height": 1080}]}
+    check_timeline_media(opts, good)  # m_3 unknown here: left to the worker
+    with pytest.raises(InvalidInput) as err:
+        check_timeline_media(opts, {**good, "m_2": [{"kind": "audio", "channels": 2}]})
+    assert (err.value.code, err.value.status) == ("no_video_stream", 422) and "items.1" in err.value.message
+    with pytest.raises(InvalidInput) as err:
+        check_timeline_media(opts, {**good, "m_3": [{"kind": "video", "width": 1, "height": 1}]})
+    assert err.value.code == "image_too_small" and "items.1.logo" in err.value.message

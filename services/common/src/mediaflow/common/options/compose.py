@@ -198,3 +198,28 @@ class ProbeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hold_seconds: float = Field(0.0, ge=0, le=600)  # keeps the worker busy (tests, drills)
+
+
+def check_timeline_media(options: ComposeOptions, streams: dict[str, list[dict]]) -> None:
+    """Submit-time checks against what the gateway already knows about uploaded media (`streams` by
+    media_id, from the media records): audio-only media as a picture, pictures too small to use.
+    Raises InvalidInput (422) with the worker's codes; media not in `streams` is left to the worker."""
+    from ..errors import InvalidInput
+
+    def check(media_id: str | None, where: str) -> None:
+        if media_id is None or media_id not in streams:
+            return
+        video = next((s for s in streams[media_id] if s.get("kind") == "video"), None)
+        if video is None:
+            raise InvalidInput(f"{where}: media {media_id} has no picture (audio only)", code="no_video_stream")
+        if min(int(video.get("width") or 0), int(video.get("height") or 0)) < MIN_PICTURE:
+            raise InvalidInput(f"{where}: media {media_id} is {video.get('width')}×{video.get('height')}; at least "
+                               f"{MIN_PICTURE}×{MIN_PICTURE} pixels needed", code="image_too_small")
+
+    for i, item in enumerate(options.items):
+        check(item.media_id, f"items.{i}")
+        if item.logo is not None:
+            check(item.logo.media_id, f"items.{i}.logo")
+
+
+MIN_PICTURE = 16
