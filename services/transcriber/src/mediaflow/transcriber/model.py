@@ -90,6 +90,20 @@ class Models:
                               vad=self.vad_method)
         log.info("loaded %s on %s (%s)", model, self.device, self.compute_type)
 
+    def warm_up(self) -> None:
+        """One tiny decode at startup, so the first job does not pay for first-run allocations and
+        the lazily created Silero session."""
+        import numpy as np
+        from faster_whisper.vad import get_vad_model
+
+        get_vad_model()
+        noise = (np.random.default_rng(0).standard_normal(16_000 * 2) * 0.05).astype(np.float32)
+        with self.device_lock:
+            segments, _ = self.batched.transcribe(noise, language="en" if not self.multilingual else None,
+                                                  clip_timestamps=[{"start": 0.0, "end": 2.0}], vad_filter=False,
+                                                  word_timestamps=True, batch_size=1)
+            list(segments)
+
     def free_memory(self) -> None:
         """After a failure: drop garbage now and give cached device memory back."""
         import gc
@@ -110,4 +124,5 @@ def get_models(settings: Settings) -> Models:
     with _models_lock:
         if _models is None:
             _models = Models(settings)
+            _models.warm_up()
         return _models
