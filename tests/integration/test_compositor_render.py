@@ -87,6 +87,19 @@ async def test_display_aspect_is_honoured_and_padded(tmp_path):
     assert frame2[:, 500:780].mean() > 40
 
 
+async def test_rotated_phone_clip_is_shown_upright(tmp_path):
+    land = make_clip(tmp_path / "land.mp4", "640x360", 0.4)
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(land), "-c", "copy", "-metadata:s:v", "rotate=90",
+                    str(rotated)], check=True)
+    out, _, _ = await render_options({"output": draft(), "items": [{"kind": "video", "path": str(rotated)}]},
+                                     tmp_path)
+    frame = frame_at(out, 0.2).astype(int)
+    # Displayed 360x640 (portrait) → 404x720 in the middle of a 1280x720 frame, black bars at the sides.
+    assert frame[:, :400].max() < 40 and frame[:, -400:].max() < 40
+    assert frame[:, 460:820].mean() > 40
+
+
 async def test_crossfade_duration_and_silent_track(tmp_path):
     silent = make_clip(tmp_path / "silent.mp4", "640x480", 1.2, audio=None)
     mono = make_clip(tmp_path / "mono.mp4", "1920x1080", 1.2, audio="mono")

@@ -51,6 +51,16 @@ def fit_size(display_w: int, display_h: int, width: int, height: int) -> tuple[i
     return max(2, w - w % 2), max(2, h - h % 2)
 
 
+def fit_expressions(width: int, height: int) -> tuple[str, str]:
+    """`fit_size` as scale-filter expressions, evaluated by ffmpeg on the frames it actually decodes:
+    after auto-rotation (a phone clip stored 1920x1080 with a 90° display matrix arrives as 1080x1920)
+    and with the sample aspect ratio applied (iw*sar = display width)."""
+    dar = "iw*sar/ih"
+    wider = f"gte({dar},{width}/{height})"
+    return (f"if({wider},{width},2*trunc({height}*{dar}/2))",
+            f"if({wider},2*trunc({width}/({dar})/2),{height})")
+
+
 @dataclass
 class Graph:
     """A built command: the ffmpeg-python output node plus the files it relies on."""
@@ -89,8 +99,7 @@ def _video(plan: Plan, p: PlannedItem, workdir: Path, new_input: _Inputs) -> tup
         inp = new_input(str(src.path), loop=1, framerate=fps, t=f"{p.duration:.6f}")
     else:
         inp = new_input(str(src.path), ss=f"{p.start:.6f}", t=f"{p.duration:.6f}")
-    dw, dh = src.display_size()
-    w, h = fit_size(dw, dh, W, H)
+    w, h = fit_expressions(W, H)
     v = (inp.video
          .filter("fps", fps=fps)
          .filter("scale", w, h, flags="bicubic")

@@ -8,7 +8,6 @@ import asyncio
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +55,6 @@ class Source:
         if v and v.get("duration"):
             return float(v["duration"])
         return float(self.info.get("duration") or 0.0)
-
-    def display_size(self) -> tuple[int, int]:
-        """Width and height as shown: the stored size corrected by the sample aspect ratio."""
-        v = self.video or {}
-        w, h = int(v.get("width") or 0), int(v.get("height") or 0)
-        try:
-            num, den = str(v.get("sample_aspect_ratio") or "1:1").split(":")
-            sar = Fraction(int(num), int(den)) if int(num) > 0 and int(den) > 0 else Fraction(1)
-        except ValueError:
-            sar = Fraction(1)
-        return max(1, round(w * sar)), h
 
 
 @dataclass
