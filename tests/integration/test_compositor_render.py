@@ -258,3 +258,11 @@ async def test_loudness_normalisation(tmp_path):
     a = stream(ffprobe(out), "audio")
     assert (a["sample_rate"], a["channels"]) == ("48000", 2)
     assert abs(_integrated_lufs(out) - (-16.0)) < 2.5
+
+
+async def test_4k_output(tmp_path):
+    out, _, _ = await render_options({"output": draft("3840x2160", 25), "items": [
+        {"kind": "video", "path": str(BBB), "trim": {"start": 0.0, "end": 0.4}}]}, tmp_path)
+    v = stream(ffprobe(out), "video")
+    assert (v["width"], v["height"], v["codec_name"]) == (3840, 2160, "h264")
+    assert video_frame_count(out) == 10

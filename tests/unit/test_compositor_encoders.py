@@ -60,3 +60,12 @@ def test_choice_per_job():
     with pytest.raises(MediaflowError) as err:
         choose("nvenc", cpu)
     assert err.value.code == "encoder_unavailable"
+
+
+def test_progress_blocks_are_parsed():
+    from mediaflow.compositor.runner import parse_progress
+
+    assert parse_progress({"out_time_us": "2500000", "fps": "30.1", "speed": "1.5x"}) == 2.5
+    assert parse_progress({"out_time_us": "N/A", "out_time_ms": "1000000"}) == 1.0  # ffmpeg's _ms is µs too
+    assert parse_progress({"out_time_us": "-5000"}) == 0.0
+    assert parse_progress({"progress": "continue"}) is None
