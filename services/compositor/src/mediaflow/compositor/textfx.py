@@ -7,8 +7,8 @@ from pathlib import Path
 
 from mediaflow.common.options.compose import CaptionStyle, TextAnimation
 
-# ASS override blocks start with "{" and escapes with "\\": libass shows "\\{" and "\\}" as braces, and a
-# backslash followed by a word joiner (U+2060) as a backslash that starts no escape (\\N, \\h, ...).
+# ASS override blocks start with { and escapes with a backslash: libass shows \{ and \} as braces, and
+# a backslash followed by a word joiner (U+2060) as a plain backslash that starts no escape (\N, \h).
 _ASS_ESCAPES = str.maketrans({"{": "\\{", "}": "\\}", "\\": "\\\u2060", "\n": " ", "\r": " "})
 _ALIGN = {"bottom": 2, "center": 5, "top": 8}
 
