@@ -16,8 +16,9 @@ from mediaflow.common.ids import new_job_id
 from mediaflow.common.jobs import Job, JobType, Media
 from mediaflow.common.options import parse_options
 from mediaflow.common.queues import queue_for
+from mediaflow.common.storage import allowed_path
 
-from .inputs import check_input_shape, media_input, resolve_allowed_path
+from .inputs import check_input_shape, media_input
 from .services import Services
 
 # Job types that work on one input media (compose names its media inside options.items).
@@ -74,7 +75,7 @@ def parse_type(raw: Any) -> JobType:
 
 
 async def _allowed_path(svc: Services, raw: str) -> str:
-    return str(await asyncio.to_thread(resolve_allowed_path, raw, svc.settings.allowed_roots))
+    return str(await asyncio.to_thread(allowed_path, raw, svc.settings.allowed_roots))
 
 
 async def _check_option_media(options: dict[str, Any], svc: Services, media: MediaCache) -> None:

@@ -26,18 +26,30 @@ def check_key(key: str) -> str:
     return key
 
 
-def allowed_path(path: str | Path, roots: list[Path]) -> Path:
-    """`path` resolved (symlinks followed) if it is a file under one of `roots`, else an error.
-    Resolving first means neither `..` nor a symlink can lead outside a root."""
+def allowed_path(raw: str | Path, roots: list[Path]) -> Path:
+    """A server path a job may read: absolute, no `..`, and after resolving every symlink still a
+    file inside one of `roots` (a link inside a root that points outside is refused like any other).
+    Checked by the gateway at submit and again by the worker that opens it."""
     from .errors import MediaflowError
 
-    resolved = Path(path).resolve()
-    for root in roots:
-        if resolved.is_relative_to(root.resolve()):
-            if not resolved.is_file():
-                raise NotFound(f"{path} does not exist", code="path_not_found")
-            return resolved
-    raise MediaflowError(f"{path} is not under an allowed root", code="path_not_allowed", status=403)
+    def refuse(why: str) -> MediaflowError:
+        return MediaflowError(why, code="path_not_allowed", status=403)
+
+    if not roots:
+        raise refuse("server paths are disabled (no allowed roots are configured)")
+    if "\x00" in str(raw):
+        raise refuse("the path contains a NUL byte")
+    candidate = Path(raw)
+    if not candidate.is_absolute():
+        raise refuse("the path must be absolute")
+    if ".." in candidate.parts:
+        raise refuse("the path must not contain '..'")
+    resolved = Path(os.path.realpath(candidate))
+    if not any(resolved.is_relative_to(os.path.realpath(root)) for root in roots):
+        raise refuse("the path is outside the allowed roots")
+    if not resolved.is_file():
+        raise NotFound("no file at that path", code="path_not_found")
+    return resolved
 
 
 class Storage(Protocol):
