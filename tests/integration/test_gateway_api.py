@@ -38,6 +38,7 @@ async def test_health_ready_metrics_and_docs(client):
     metrics = (await client.get("/metrics")).text
     assert 'mediaflow_http_requests_total{method="GET",route="/v1/jobs",status="200"} 1.0' in metrics
     assert 'mediaflow_queue_ready{queue="mediaflow:queue:transcribe"} 0.0' in metrics
+    assert 'mediaflow_jobs_finished_recent{outcome="failed",queue="mediaflow:queue:compose"} 0.0' in metrics
 
 
 async def test_auth_is_required(client):

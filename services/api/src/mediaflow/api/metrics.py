@@ -29,6 +29,9 @@ class Metrics:
         self.queue_running = Gauge("mediaflow_queue_running", "jobs of a queue held by live workers", ["queue"],
                                    registry=self.registry)
         self.workers = Gauge("mediaflow_workers", "live workers per queue", ["queue"], registry=self.registry)
+        # Workers finish jobs, not the gateway, so outcomes come from the store's rolling window.
+        self.jobs_finished = Gauge("mediaflow_jobs_finished_recent", "jobs finished in the last hour",
+                                   ["queue", "outcome"], registry=self.registry)
 
 
 class MetricsMiddleware:

@@ -86,6 +86,8 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
         svc.metrics.queue_deferred.labels(queue).set(deferred)
         svc.metrics.queue_running.labels(queue).set(running)
         svc.metrics.workers.labels(queue).set(len(workers))
+        svc.metrics.jobs_finished.labels(queue, "succeeded").set(succeeded)
+        svc.metrics.jobs_finished.labels(queue, "failed").set(failed)
         queues.append({"name": queue, "queued": max(0, ready - running), "running": running,
                        "deferred": deferred, "succeeded": succeeded, "failed": failed, "workers": workers})
     return {"queues": queues, "window_s": STATS_WINDOW_S}
