@@ -266,3 +266,16 @@ async def test_4k_output(tmp_path):
     v = stream(ffprobe(out), "video")
     assert (v["width"], v["height"], v["codec_name"]) == (3840, 2160, "h264")
     assert video_frame_count(out) == 10
+
+
+async def test_video_logo_longer_than_its_item_does_not_extend_it(tmp_path):
+    """A logo cut from a video (5.3 s) on a 1.5 s item: the item keeps its length, audio and video agree."""
+    out, _info, _plan = await render_options({
+        "output": draft(),
+        "items": [{"kind": "video", "path": str(GRID), "trim": {"start": 0.0, "end": 1.5},
+                   "logo": {"path": str(BBB), "position": "bottom-left", "scale": 0.2}},
+                  {"kind": "video", "path": str(GRID), "trim": {"start": 0.0, "end": 2.0}}]}, tmp_path)
+    meta = ffprobe(out)
+    video, audio = float(stream(meta, "video")["duration"]), float(stream(meta, "audio")["duration"])
+    assert abs(video - 3.5) <= 1 / 25 + 1e-6
+    assert abs(audio - video) < 0.05

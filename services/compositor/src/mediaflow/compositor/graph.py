@@ -109,7 +109,9 @@ def _video(plan: Plan, p: PlannedItem, workdir: Path, new_input: _Inputs) -> tup
          .filter("trim", duration=f"{p.duration:.6f}")
          .filter("setpts", "PTS-STARTPTS"))
     if p.logo is not None and p.item.logo is not None:
-        v = _overlay_logo(v, new_input(str(p.logo.path)), p.item.logo, W)
+        # Trimmed again: a logo cut from a video longer than the item would otherwise extend it.
+        v = (_overlay_logo(v, new_input(str(p.logo.path)), p.item.logo, W)
+             .filter("trim", duration=f"{p.duration:.6f}"))
     if p.item.text is not None:
         ass = write(workdir / f"title-{p.index}.ass", title_ass(p.item.text, W, H, p.duration))
         v = v.filter("ass", _safe_path(ass))
