@@ -154,3 +154,22 @@ async def test_grpc_transcriber_over_a_socket(settings, media, models):
             assert "mediaflow.v1.Transcriber" in names
     finally:
         await server.stop(None)
+
+
+async def test_path_input_under_allowed_root_and_outside(redis, settings, media, models, tmp_path):
+    dispatcher = Dispatcher(redis)
+    inside = Job(id=new_job_id(), type=JobType.transcribe, queue=TRANSCRIBE_QUEUE,
+                 input={"path": str(media / "jfk.flac")}, options={"formats": ["txt"]})
+    outside_file = tmp_path / "elsewhere.flac"
+    outside_file.write_bytes((media / "jfk.flac").read_bytes())
+    outside = Job(id=new_job_id(), type=JobType.transcribe, queue=TRANSCRIBE_QUEUE,
+                  input={"path": str(outside_file)}, options={"formats": ["txt"]})
+    await dispatcher.submit(inside)
+    await dispatcher.submit(outside)
+    worker = create_worker(TRANSCRIBE_QUEUE, {JobType.transcribe: jobs.transcribe}, settings, burst=True,
+                           handle_signals=False)
+    await asyncio.wait_for(worker.async_run(), 120)
+    await worker.close()
+    ok, refused = await dispatcher.store.get(inside.id), await dispatcher.store.get(outside.id)
+    assert ok.state == JobState.succeeded and [a.name for a in ok.artifacts] == ["transcript.txt"]
+    assert refused.state == JobState.failed and refused.error.code == "path_not_allowed"

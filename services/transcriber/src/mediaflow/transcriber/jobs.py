@@ -12,6 +12,7 @@ from mediaflow.common.errors import InvalidInput
 from mediaflow.common.jobs import JobType
 from mediaflow.common.options import parse_options
 from mediaflow.common.options.transcribe import TranscribeOptions
+from mediaflow.common.storage import allowed_path
 from mediaflow.common.worker import JobContext
 
 from .captions import render
@@ -30,13 +31,8 @@ def media_path(ctx: JobContext) -> Iterator[Path]:
             yield path
         return
     if source.get("path"):
-        path = Path(source["path"]).resolve()
-        roots = [r.resolve() for r in ctx.settings.allowed_roots]
-        if not any(path.is_relative_to(r) for r in roots):
-            raise InvalidInput(f"{source['path']} is not under an allowed root", code="path_not_allowed")
-        if not path.is_file():
-            raise InvalidInput(f"{source['path']} does not exist", code="media_not_found")
-        yield path
+        # the same allow-list check the gateway made at submit (roots, symlinks, `..`)
+        yield allowed_path(source["path"], ctx.settings.allowed_roots)
         return
     raise InvalidInput("the job names no media (storage_key or path)", code="missing_input")
 
