@@ -39,7 +39,7 @@ out = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty()
 err = Console(stderr=True, soft_wrap=True, highlight=False, width=None if sys.stderr.isatty() else 240)
 
 REPO_MEDIA = Path("tests") / "fixtures" / "media"
-DEMO_SAMPLE = "grid_bbaf2n.mp4"
+DEMO_SAMPLE = "jfk_talk.mp4"
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
 
