@@ -19,7 +19,7 @@ def mediaflow_worker(url: str) -> None:
     from mediaflow.common.jobs import JobType
     from mediaflow.common.queues import COMPOSE_QUEUE
     from mediaflow.common.settings import Settings
-    from mediaflow.common.worker import JobContext, create_worker
+    from mediaflow.common.worker import JobContext, run_worker
 
     redis = Redis.from_url(url)
 
@@ -29,7 +29,7 @@ def mediaflow_worker(url: str) -> None:
 
     settings = Settings(redis_url=url, storage_url="file:///tmp/mediaflow-bench-storage", poll_delay=0.5,
                         progress_interval=10)
-    create_worker(COMPOSE_QUEUE, {JobType.probe: noop}, settings).run()
+    run_worker(COMPOSE_QUEUE, {JobType.probe: noop}, settings, "bench")
 
 
 def arq_worker(url: str, poll: float) -> None:

@@ -48,8 +48,8 @@ def stage_enqueue(pipe: Pipeline, job: Job, defer_ms: int = 0) -> None:
     # ARQ would abort a job whose id lingers in its abort set (arq issue #485): clear it.
     pipe.zrem(abort_jobs_ss, job.id)
     pipe.zadd(job.queue, {job.id: int(time.time() * 1000) + defer_ms})
-    # Wake one idle worker of that pool; the list is trimmed so a burst cannot grow it without bound.
-    pipe.lpush(wake_key(job.queue), 1)
+    # Wake one idle worker of that pool with the id to claim; trimmed so a burst cannot grow it unbounded.
+    pipe.lpush(wake_key(job.queue), job.id)
     pipe.ltrim(wake_key(job.queue), 0, 999)
 
 

@@ -109,12 +109,14 @@ class JobStore:
         return [Job.model_validate_json(r) for r in raws if r is not None]
 
     async def update(self, job_id: str, mutate: Mutation,
-                     extra: Callable[[Pipeline, Job], Awaitable[None] | None] | None = None) -> Job:
+                     extra: Callable[[Pipeline, Job], Awaitable[None] | None] | None = None,
+                     known: bytes | None = None) -> Job:
         """Read-modify-write. `mutate` changes the job in place and returns events to append; it may
         raise to abort. `extra` adds more commands to the same transaction (WATCH/MULTI); without it
-        the write is a compare-and-set script, one round trip fewer on the hot paths (start, progress)."""
+        the write is a compare-and-set script, one round trip fewer on the hot paths (start, progress);
+        `known` is the record as the caller already read it, saving the read when it is still current."""
         if extra is None:
-            return await self._update_cas(job_id, mutate)
+            return await self._update_cas(job_id, mutate, known)
         key = job_key(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -137,9 +139,10 @@ class JobStore:
                 except WatchError:
                     continue
 
-    async def _update_cas(self, job_id: str, mutate: Mutation) -> Job:
+    async def _update_cas(self, job_id: str, mutate: Mutation, raw: bytes | None = None) -> Job:
         while True:
-            raw = await self.redis.get(job_key(job_id))
+            if raw is None:
+                raw = await self.redis.get(job_key(job_id))
             if raw is None:
                 raise NotFound(f"job {job_id} does not exist", code="job_not_found")
             job = Job.model_validate_json(raw)
@@ -149,6 +152,7 @@ class JobStore:
                 args += [name, json.dumps(data)]
             if await self._cas(keys=[job_key(job_id), events_key(job_id)], args=args):
                 return job
+            raw = None  # changed since we read it: read again
 
     async def transition(self, job_id: str, dst: JobState, *, allowed_from: set[JobState] | None = None,
                          extra: Callable[[Pipeline, Job], Awaitable[None] | None] | None = None,

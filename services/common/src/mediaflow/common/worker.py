@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -42,7 +43,7 @@ from .jobs import Artifact, Job, JobError, JobState, JobType, utcnow
 from .queues import FUNCTION_FOR_TYPE, timeout_for, wake_key
 from .settings import Settings
 from .storage import Storage, allowed_path, open_storage
-from .store import JobStore, state_event
+from .store import JobStore, job_key, state_event
 from .telemetry import job_span, setup_tracing, stage_span
 
 log = logging.getLogger("mediaflow.worker")
@@ -54,7 +55,7 @@ CLAIM_SCRIPT = """
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[3]) then return false end
-return score
+return {score, redis.call('GET', KEYS[3])}
 """
 
 
@@ -179,6 +180,7 @@ class MediaflowWorker(Worker):
         self._last_registry = 0.0
         self._last_abort_purge = 0.0
         self._slot_freed = asyncio.Event()
+        self.claimed_records: dict[str, bytes] = {}
         self.store: JobStore | None = None
         self.storage: Storage = open_storage(settings.storage_url)
         self.info: dict[str, Any] = {}
@@ -220,9 +222,13 @@ class MediaflowWorker(Worker):
             return
         assert self._wake_redis is not None
         try:
-            await self._wake_redis.blpop([wake_key(self.queue_name)], timeout=self.settings.poll_delay)
+            woken = await self._wake_redis.blpop([wake_key(self.queue_name)], timeout=self.settings.poll_delay)
         except (RedisConnectionError, RedisTimeoutError, OSError):
             await asyncio.sleep(self.settings.poll_delay)
+            return
+        if woken:
+            # The token names the job just enqueued: claim it now instead of scanning the queue first.
+            await self.start_jobs([woken[1]])
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """ARQ's start_jobs with the claim done in one round trip (a Lua script) instead of four
@@ -235,15 +241,22 @@ class MediaflowWorker(Worker):
                 return
             self.job_counter += 1
             job_id = job_id_b.decode()
-            score = await self.pool.eval(CLAIM_SCRIPT, 2, in_progress_key_prefix + job_id, self.queue_name,
-                                         job_id, int(time.time() * 1000), lease_ms)
-            if not score:  # running elsewhere, finished, or deferred
+            claimed = await self.pool.eval(CLAIM_SCRIPT, 3, in_progress_key_prefix + job_id, self.queue_name,
+                                           job_key(job_id), job_id, int(time.time() * 1000), lease_ms)
+            if not claimed:  # running elsewhere, finished, or deferred
                 self.job_counter -= 1
                 self.sem.release()
                 continue
+            score, record = claimed
+            if record:  # the record as of the claim: the job's start needs no second read
+                self.claimed_records[job_id] = record
             task = self.loop.create_task(self.run_job(job_id, int(score)))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            task.add_done_callback(functools.partial(self._job_done, job_id))
             self.tasks[job_id] = task
+
+    def _job_done(self, job_id: str, _task: asyncio.Task[Any]) -> None:
+        self.claimed_records.pop(job_id, None)  # left over when ARQ never called our function
+        self._release_sem_dec_counter_on_complete()
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -305,7 +318,7 @@ def _runnable(handler: Handler, job_type: JobType) -> Callable[..., Awaitable[An
     return run
 
 
-async def _start(store: JobStore, job_id: str, worker_id: str) -> tuple[Job, str]:
+async def _start(store: JobStore, job_id: str, worker_id: str, known: bytes | None = None) -> tuple[Job, str]:
     """Move the record to running (a new attempt). Returns (job, verdict): verdict is `run`,
     `skip` (not runnable: cancelled/finished), `cancel` (cancel requested) or `exhausted`."""
     verdict = "run"
@@ -332,14 +345,14 @@ async def _start(store: JobStore, job_id: str, worker_id: str) -> tuple[Job, str
         job.progress, job.stage, job.message, job.error = 0.0, "starting", "", None
         return [*events, ("state", state_event(job))]
 
-    job = await store.update(job_id, mutate)
+    job = await store.update(job_id, mutate, known=known)
     return job, verdict
 
 
 async def _run_attempt(handler: Handler, job_type: JobType, worker: MediaflowWorker, store: JobStore,
                        job_id: str) -> str:
     settings = worker.settings
-    job, verdict = await _start(store, job_id, worker.worker_id)
+    job, verdict = await _start(store, job_id, worker.worker_id, worker.claimed_records.pop(job_id, None))
     if verdict == "skip":
         return "skipped"
     if verdict == "cancel":
@@ -410,7 +423,7 @@ async def _on_cancelled(worker: MediaflowWorker, store: JobStore, jctx: JobConte
         await store.transition(job.id, JobState.queued, attempt=max(0, job.attempt - 1), worker=None,
                                message="requeued: worker shut down")
         await worker.pool.decr(retry_key_prefix + job.id)
-        await worker.pool.lpush(wake_key(job.queue), 1)
+        await worker.pool.lpush(wake_key(job.queue), job.id)
     elif job.state == JobState.running:
         await _fail(store, jctx, MediaflowError("job was interrupted", code="interrupted", retryable=True))
 
@@ -453,4 +466,8 @@ def run_worker(queue: str, handlers: dict[JobType, Handler], settings: Settings,
     logging.basicConfig(level=os.environ.get("MEDIAFLOW_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     setup_tracing(service_name)
+    with contextlib.suppress(ImportError):  # uvloop: less per-job overhead in the event loop
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     create_worker(queue, handlers, settings, **kwargs).run()
