@@ -11,11 +11,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from compositor_helpers import GRID, JFK, ffprobe, stream
+from job_support import in_process_worker, wait_state
 
 from mediaflow.common.dispatch import Dispatcher
 from mediaflow.common.ids import new_job_id
@@ -23,7 +24,7 @@ from mediaflow.common.jobs import Job, JobState, JobType, Media
 from mediaflow.common.queues import COMPOSE_QUEUE, TRANSCRIBE_QUEUE
 from mediaflow.common.settings import Settings
 from mediaflow.common.storage import open_storage
-from mediaflow.common.worker import MediaflowWorker, create_worker
+from mediaflow.common.worker import MediaflowWorker
 from mediaflow.compositor.main import HANDLERS
 
 TERMINAL = {JobState.succeeded, JobState.failed, JobState.cancelled}
@@ -68,27 +69,11 @@ def transcriber(redis_url, pipeline_storage, media) -> Iterator[subprocess.Popen
             proc.wait()
 
 
-@contextlib.asynccontextmanager
-async def compositor(settings: Settings) -> AsyncIterator[MediaflowWorker]:
-    worker = create_worker(COMPOSE_QUEUE, HANDLERS, settings, handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield worker
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await worker.close()
+def compositor(settings: Settings) -> contextlib.AbstractAsyncContextManager[MediaflowWorker]:
+    return in_process_worker(settings, HANDLERS)
 
 
-async def wait_for(dispatcher: Dispatcher, job_id: str, states: set[JobState], timeout: float) -> Job:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = await dispatcher.store.get(job_id)
-        if job.state in states:
-            return job
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"job {job_id} stuck: {job}")
+wait_for = wait_state
 
 
 async def upload(dispatcher: Dispatcher, settings: Settings, path: Path) -> dict:

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
 import pytest
 from compositor_helpers import BBB, GRID, ffprobe, frame_at, make_pattern, stream
+from job_support import in_process_worker, wait_state
 
 from mediaflow.common.dispatch import Dispatcher
 from mediaflow.common.ids import new_job_id
@@ -19,34 +19,18 @@ from mediaflow.common.jobs import Artifact, Job, JobState, JobType, Media
 from mediaflow.common.queues import COMPOSE_QUEUE
 from mediaflow.common.settings import Settings
 from mediaflow.common.storage import open_storage
-from mediaflow.common.worker import MediaflowWorker, create_worker
+from mediaflow.common.worker import MediaflowWorker
 from mediaflow.compositor.main import HANDLERS
 
 SRT = ("1\n00:00:00,000 --> 00:00:02,000\nHello captions [0:v];movie='x'\n\n"
        "2\n00:00:02,000 --> 00:00:02,400\nsecond line\n")
 
 
-@contextlib.asynccontextmanager
-async def compositor(settings: Settings) -> AsyncIterator[MediaflowWorker]:
-    worker = create_worker(COMPOSE_QUEUE, HANDLERS, settings, handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield worker
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await worker.close()
+def compositor(settings: Settings) -> contextlib.AbstractAsyncContextManager[MediaflowWorker]:
+    return in_process_worker(settings, HANDLERS)
 
 
-async def wait_for(dispatcher: Dispatcher, job_id: str, states: set[JobState], timeout: float = 60) -> Job:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = await dispatcher.store.get(job_id)
-        if job.state in states:
-            return job
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job {job_id} stuck in {job.state}: {job}")
+wait_for = wait_state
 
 
 async def upload(dispatcher: Dispatcher, settings: Settings, path: Path, tenant: str = "default") -> str:

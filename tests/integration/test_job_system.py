@@ -11,6 +11,7 @@ import pytest
 from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss
 from arq.jobs import Job as ArqJob
+from job_support import in_process_worker, wait_state
 
 from mediaflow.common.dispatch import Dispatcher
 from mediaflow.common.errors import Conflict, NotFound
@@ -19,7 +20,7 @@ from mediaflow.common.jobs import Job, JobState, JobType
 from mediaflow.common.queues import COMPOSE_QUEUE
 from mediaflow.common.settings import Settings
 from mediaflow.common.storage import open_storage
-from mediaflow.common.worker import MediaflowWorker, create_worker
+from mediaflow.common.worker import MediaflowWorker
 from mediaflow.compositor import jobs as compositor_jobs
 
 KEY = "media/m_fixture/jfk.flac"
@@ -38,27 +39,9 @@ def probe_job(hold: float = 0.0, **fields) -> Job:
 
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings, count: int = 1) -> AsyncIterator[list[MediaflowWorker]]:
-    workers = [create_worker(COMPOSE_QUEUE, {JobType.probe: compositor_jobs.probe}, settings,
-                             handle_signals=False) for _ in range(count)]
-    tasks = [asyncio.create_task(w.async_run()) for w in workers]
-    try:
-        yield workers
-    finally:
-        for w, t in zip(workers, tasks, strict=True):
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-            await w.close()
-
-
-async def wait_state(dispatcher: Dispatcher, job_id: str, states: set[JobState], timeout: float = 20) -> Job:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = await dispatcher.store.get(job_id)
-        if job.state in states:
-            return job
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"job {job_id} never reached {states}; it is {job.state}")
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(in_process_worker(settings, {JobType.probe: compositor_jobs.probe}))
+               for _ in range(count)]
 
 
 async def state_events(dispatcher: Dispatcher, job_id: str) -> list[str]:
