@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     device: str = "auto"  # auto | cpu | cuda
     compute_type: str = "auto"
     batch_size: int = 8
+    align_model: str = ""  # local wav2vec2 CTC model directory; empty = Whisper's own word times
     diarization_pipeline: str = ""  # pyannote pipeline path; empty = offline default
     hf_token: str = ""
     sync_max_duration: float = 600.0  # longer media gets 413 on the synchronous route

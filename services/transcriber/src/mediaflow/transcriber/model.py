@@ -1,4 +1,4 @@
-"""The loaded models: Whisper (CTranslate2 via faster-whisper) and the pyannote VAD of the whisperx wheel.
+"""The loaded models: Whisper (CTranslate2 via faster-whisper), the VAD and, when configured, a wav2vec2 aligner.
 
 Loaded once per worker process and shared by queue jobs and gRPC calls; `device_lock` serialises
 their use of the device (one job at a time on a CPU or a GPU is what keeps both fast).
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mediaflow.common.settings import Settings
+
+from .align import Aligner
 
 log = logging.getLogger("mediaflow.transcriber")
 DEFAULT_VAD = "silero"
@@ -81,13 +83,15 @@ class Models:
         self.vad = Pyannote(torch.device(self.device), token=None, vad_onset=0.5, vad_offset=0.363) \
             if self.vad_method == "pyannote" else None
         self.multilingual = bool(self.whisper.model.is_multilingual)
+        # wav2vec2 forced alignment of word times when a local model is configured (see align.py)
+        self.aligner = Aligner(settings.align_model, self.device) if settings.align_model else None
         self.device_lock = threading.Lock()
         from .diarize import backend_name
 
         self.info = ModelInfo(model=Path(model).name if Path(model).exists() else model,
                               device=self.device, compute_type=self.compute_type,
                               multilingual=self.multilingual, diarization_backend=backend_name(settings),
-                              vad=self.vad_method)
+                              vad=self.vad_method, alignment="wav2vec2" if self.aligner else "whisper")
         log.info("loaded %s on %s (%s)", model, self.device, self.compute_type)
 
     def warm_up(self) -> None:

@@ -4,7 +4,8 @@ Why not whisperx's own `transcribe`: it loads the whole file into memory and giv
 without a wav2vec2 alignment model (which would be downloaded). Here the audio is decoded in windows
 (`audio.windows`); each window gets the pyannote VAD of the whisperx wheel and whisperx's chunk merge
 (<= 30 s chunks cut at silences), and its chunks go through faster-whisper's batched decoder with
-Whisper's own word timestamps. Speech running into a window's end is carried over to the next window,
+Whisper's own word timestamps (refined by a local wav2vec2 model when `MEDIAFLOW_ALIGN_MODEL` is set,
+see `align.py`). Speech running into a window's end is carried over to the next window,
 so no chunk is ever cut mid-word at a window boundary.
 """
 
@@ -154,6 +155,7 @@ def _decode_window(models: Models, audio: np.ndarray, offset: float, chunks: lis
             temperature=temperature, multilingual=False, **chunking,
         )
     language = language or info.language  # detected once, on the first speech, then kept
+    first_new = len(out)
     # The generator decodes one batch per step. The device lock is taken per batch (a gRPC request
     # waits for one batch, not a whole window), and progress (which raises on cancel) runs between.
     while True:
@@ -171,6 +173,10 @@ def _decode_window(models: Models, audio: np.ndarray, offset: float, chunks: lis
         out.append(Segment(id=len(out), start=offset + seg.start, end=offset + seg.end, text=text,
                            words=words, avg_logprob=float(seg.avg_logprob),
                            no_speech_prob=float(seg.no_speech_prob)))
+    if models.aligner is not None:
+        for segment in out[first_new:]:
+            with models.device_lock:  # per segment, like the decoding batches
+                models.aligner.align_segment(segment, audio, offset)
     return language
 
 
