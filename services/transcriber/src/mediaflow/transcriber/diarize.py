@@ -4,7 +4,8 @@
   Hugging Face token (`MEDIAFLOW_HF_TOKEN`) is configured: the production choice.
 - `resemblyzer` (offline default): speech regions from the VAD the ASR already ran, Resemblyzer
   d-vectors (its wheel ships its model) over 1.6 s partials every 0.25 s, and clustering
-  (spectral with an eigengap estimate of the speaker count, bounded by min/max_speakers).
+  (spectral with an eigengap estimate of the speaker count, bounded by min/max_speakers, after a
+  one-speaker check, see `single_speaker`).
   Embeddings are collected window by window, so multi-hour media stays in bounded memory.
 
 Either way, speakers are then given to words (`whisperx.assign_word_speakers`) and the turns are
@@ -29,9 +30,17 @@ log = logging.getLogger("mediaflow.transcriber")
 
 PARTIALS_PER_SECOND = 4.0
 MIN_REGION_SECONDS = 0.3
-# Mean cosine similarity of all partials above which a recording is taken to have one speaker:
-# eigengaps cannot tell "one speaker" from "two", so this check comes first.
-ONE_SPEAKER_SIMILARITY = 0.80
+# Resemblyzer's mel input is not log-scaled, so loudness moves its embeddings: regions are brought to
+# the level its model was trained on (its own `preprocess_wav` target) before embedding.
+TARGET_DBFS = -30.0
+# Automatic counting keeps one speaker unless the best two-way split of the partials finds two voices
+# that are both distinct (centroid cosine below this) and both substantial (the smaller one speaks at
+# least MIN_SPEAKER_SECONDS). Eigengaps cannot tell "one speaker" from "two", so this check comes first.
+# Measured (docs/transcriber.md, two-speaker pyannote_sample.wav vs one-speaker fixtures): centroid
+# cosine 0.883 vs 0.946 (sonnet); smaller side 9.9 s vs 4.4 s (jfk.flac, whose noisy first phrase is
+# as far from the rest as pyannote's two voices are: only the amount of speech tells them apart).
+SAME_SPEAKER_CENTROID_COSINE = 0.915
+MIN_SPEAKER_SECONDS = 7.0
 
 
 def backend_name(settings: Settings) -> str:
@@ -60,12 +69,17 @@ class EmbeddingCollector(WindowSink):
     spans: list[tuple[float, float]] = field(default_factory=list)
 
     def add_window(self, audio: np.ndarray, offset: float, speech: list[tuple[float, float]]) -> None:
+        from resemblyzer.audio import normalize_volume
+
         encoder = voice_encoder()
         half_step = 0.5 / PARTIALS_PER_SECOND
         for start, end in speech:
             if end - start < MIN_REGION_SECONDS:
                 continue
             region = audio[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)]
+            if not np.any(region):  # digital silence: nothing to normalise or embed
+                continue
+            region = normalize_volume(region, TARGET_DBFS)
             _, partials, slices = encoder.embed_utterance(region, return_partials=True,
                                                           rate=PARTIALS_PER_SECOND, min_coverage=0.5)
             for emb, sl in zip(partials, slices, strict=True):
@@ -84,13 +98,15 @@ class EmbeddingCollector(WindowSink):
     def turns(self, num_speakers: int | None, min_speakers: int | None, max_speakers: int | None) -> list[SpeakerTurn]:
         if not self.embeddings:
             return []
-        labels = cluster(np.stack(self.embeddings), num_speakers, min_speakers, max_speakers)
+        durations = np.array([end - start for start, end in self.spans])
+        labels = cluster(np.stack(self.embeddings), durations, num_speakers, min_speakers, max_speakers)
         labels = _smooth(labels)
         return [SpeakerTurn(speaker=str(lab), start=s, end=e) for lab, (s, e) in zip(labels, self.spans, strict=True)]
 
 
-def cluster(emb: np.ndarray, num_speakers: int | None, min_speakers: int | None,
+def cluster(emb: np.ndarray, durations: np.ndarray, num_speakers: int | None, min_speakers: int | None,
             max_speakers: int | None) -> np.ndarray:
+    """Speaker label per partial; `durations` are the seconds each partial stands for."""
     n = len(emb)
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-9)
     if num_speakers:
@@ -101,17 +117,49 @@ def cluster(emb: np.ndarray, num_speakers: int | None, min_speakers: int | None,
     lo = max(1, min(lo, hi))
     if hi == 1 or n < 3:
         return np.zeros(n, dtype=int)
-    sim = emb @ emb.T
-    if lo == 1 and sim[np.triu_indices(n, 1)].mean() > ONE_SPEAKER_SIMILARITY:
+    affinity = np.clip(emb @ emb.T, 0.0, 1.0)
+    if lo == 1 and single_speaker(emb, durations, spectral_labels(affinity, 2)):
         return np.zeros(n, dtype=int)
-    affinity = np.clip(sim, 0.0, 1.0)
     k = lo if lo == hi else _eigengap(affinity, max(2, lo), hi)
     if k <= 1:
         return np.zeros(n, dtype=int)
+    return spectral_labels(affinity, k)
+
+
+def spectral_labels(affinity: np.ndarray, k: int) -> np.ndarray:
     from sklearn.cluster import SpectralClustering
 
     return SpectralClustering(n_clusters=k, affinity="precomputed", random_state=0,
                               assign_labels="cluster_qr").fit_predict(affinity)
+
+
+@dataclass
+class SplitEvidence:
+    """How far the best two-way split of a recording's partials is from being one voice."""
+
+    centroid_cosine: float
+    minority_seconds: float
+
+    @property
+    def one_speaker(self) -> bool:
+        return self.centroid_cosine >= SAME_SPEAKER_CENTROID_COSINE or self.minority_seconds < MIN_SPEAKER_SECONDS
+
+
+def split_evidence(emb: np.ndarray, durations: np.ndarray, labels: np.ndarray) -> SplitEvidence:
+    """`emb` unit-normalised partials, `labels` a two-way clustering of them."""
+    if len(np.unique(labels)) < 2:
+        return SplitEvidence(centroid_cosine=1.0, minority_seconds=0.0)
+    centroids = [emb[labels == k].mean(axis=0) for k in (0, 1)]
+    a, b = (c / np.linalg.norm(c).clip(1e-9) for c in centroids)
+    seconds = [float(durations[labels == k].sum()) for k in (0, 1)]
+    return SplitEvidence(centroid_cosine=float(a @ b), minority_seconds=min(seconds))
+
+
+def single_speaker(emb: np.ndarray, durations: np.ndarray, labels: np.ndarray) -> bool:
+    evidence = split_evidence(emb, durations, labels)
+    log.debug("two-way split: centroid cosine %.3f, smaller speaker %.1f s", evidence.centroid_cosine,
+              evidence.minority_seconds)
+    return evidence.one_speaker
 
 
 def _eigengap(affinity: np.ndarray, lo: int, hi: int) -> int:
