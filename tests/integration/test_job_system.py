@@ -186,3 +186,25 @@ async def test_worker_survives_redis_restart(stored, tmp_path, unused_tcp_port) 
     finally:
         await redis.aclose()
         await asyncio.to_thread(server.stop)
+
+
+async def test_retryable_failure_is_retried_after_a_delay(redis, stored) -> None:
+    from mediaflow.common.errors import Unavailable
+
+    calls: list[int] = []
+
+    async def flaky(ctx) -> dict:
+        calls.append(ctx.job.attempt)
+        if len(calls) == 1:
+            raise Unavailable("the encoder is warming up", code="encoder_busy")
+        return {"ok": True}
+
+    dispatcher = Dispatcher(redis)
+    async with in_process_worker(stored, {JobType.probe: flaky}):
+        job, _ = await dispatcher.submit(probe_job())
+        done = await wait_state(dispatcher, job.id, {JobState.succeeded, JobState.failed}, timeout=30)
+    assert done.state == JobState.succeeded and calls == [1, 2]
+    events = await dispatcher.store.events(job.id, count=100)
+    messages = [d["message"] for _, e, d in events if e == "state" and d["state"] == "queued"]
+    assert any("encoder_busy: retrying in 2 s" in m for m in messages), messages
+    assert await redis.zscore(COMPOSE_QUEUE, job.id) is None
