@@ -16,10 +16,11 @@ STARTS = "bench:starts"  # list of "<job key> <start time>"
 def mediaflow_worker(url: str) -> None:
     from redis.asyncio import Redis
 
+    from mediaflow.common.context import JobContext
     from mediaflow.common.jobs import JobType
     from mediaflow.common.queues import COMPOSE_QUEUE
     from mediaflow.common.settings import Settings
-    from mediaflow.common.worker import JobContext, run_worker
+    from mediaflow.common.worker import run_worker
 
     redis = Redis.from_url(url)
 

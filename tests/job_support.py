@@ -7,11 +7,12 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+from mediaflow.common.context import Handler
 from mediaflow.common.dispatch import Dispatcher
 from mediaflow.common.jobs import Job, JobState, JobType
 from mediaflow.common.queues import COMPOSE_QUEUE
 from mediaflow.common.settings import Settings
-from mediaflow.common.worker import Handler, MediaflowWorker, create_worker
+from mediaflow.common.worker import MediaflowWorker, create_worker
 
 
 @contextlib.asynccontextmanager

@@ -14,8 +14,8 @@ from playwright.async_api import async_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from gateway_support import running_compositor, running_gateway
 
+from mediaflow.common.context import JobContext
 from mediaflow.common.jobs import JobType
-from mediaflow.common.worker import JobContext
 from mediaflow.compositor import jobs as compositor_jobs
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

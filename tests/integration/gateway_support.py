@@ -12,10 +12,11 @@ import httpx
 import uvicorn
 
 from mediaflow.api.app import create_app
+from mediaflow.common.context import Handler
 from mediaflow.common.jobs import JobType
 from mediaflow.common.queues import COMPOSE_QUEUE
 from mediaflow.common.settings import Settings
-from mediaflow.common.worker import Handler, create_worker
+from mediaflow.common.worker import create_worker
 from mediaflow.compositor import jobs as compositor_jobs
 
 ALICE = {"Authorization": "Bearer key-alice"}

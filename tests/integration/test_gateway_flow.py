@@ -11,8 +11,8 @@ import pytest
 from gateway_support import ALICE, BOB, assert_problem, running_compositor, running_gateway, upload, wait_terminal
 from httpx_sse import aconnect_sse
 
+from mediaflow.common.context import JobContext
 from mediaflow.common.jobs import JobType
-from mediaflow.common.worker import JobContext
 from mediaflow.compositor import jobs as compositor_jobs
 
 

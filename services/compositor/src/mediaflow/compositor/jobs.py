@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from mediaflow.common import pipeline
+from mediaflow.common.context import JobCancelled, JobContext
 from mediaflow.common.errors import InvalidInput, MediaflowError, NotFound
 from mediaflow.common.jobs import JobState, JobType
 from mediaflow.common.options import parse_options
 from mediaflow.common.options.compose import CaptionsIn, ComposeOptions
 from mediaflow.common.probe import probe_file
 from mediaflow.common.settings import Settings
-from mediaflow.common.worker import JobCancelled, JobContext
 
 from . import encoders
 from .config import get_config

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mediaflow.common.context import JobContext
 from mediaflow.common.errors import InvalidInput
 from mediaflow.common.jobs import JobType
 from mediaflow.common.options import parse_options
 from mediaflow.common.options.transcribe import TranscribeOptions
 from mediaflow.common.storage import allowed_path
-from mediaflow.common.worker import JobContext
 
 from .captions import render
 from .model import get_models

@@ -1,0 +1,130 @@
+"""What a job handler works with: `JobContext` (the record, progress, artifacts, cancel checks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from . import pipeline
+from .errors import InvalidInput
+from .jobs import Artifact, Job, JobState
+from .settings import Settings
+from .storage import Storage, allowed_path
+from .store import JobStore
+from .telemetry import stage_span
+
+T = TypeVar("T")
+
+
+class JobCancelled(Exception):
+    """Raised inside blocking work (threads) when the job was cancelled."""
+
+
+@dataclass
+class JobContext:
+    """What a job handler gets: the record, progress reporting, artifacts, cancel checks."""
+
+    job: Job
+    store: JobStore
+    storage: Storage
+    settings: Settings
+    worker_id: str
+    artifacts: list[Artifact] = field(default_factory=list)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    _last_progress: float = 0.0
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def progress(self, fraction: float, stage: str | None = None, message: str = "",
+                       force: bool = False) -> None:
+        """Report progress (0..1). Throttled to one event per `progress_interval` unless the stage
+        changes or `force` is set."""
+        fraction = min(max(fraction, 0.0), 1.0)
+        now = time.monotonic()
+        stage_changed = stage is not None and stage != self.job.stage
+        if not (force or stage_changed or now - self._last_progress >= self.settings.progress_interval):
+            return
+        self._last_progress = now
+
+        def mutate(job: Job) -> list[tuple[str, dict[str, Any]]]:
+            job.progress = max(job.progress, fraction) if stage is None or not stage_changed else fraction
+            if stage is not None:
+                job.stage = stage
+            job.message = message
+            return [("progress", {"progress": job.progress, "stage": job.stage, "message": message})]
+
+        self.job = await self.store.update(self.job.id, mutate)
+        if self.job.state == JobState.cancelling:
+            self.cancel_event.set()
+        if self.job.parent_id:  # pipelines: a child's progress shows, weighted, on its parent (pipeline.py)
+            await pipeline.rollup_progress(self.store, self.job, fraction, message)
+
+    def progress_threadsafe(self, fraction: float, stage: str | None = None, message: str = "") -> None:
+        """Progress from a worker thread; raises JobCancelled once the job is cancelled."""
+        if self.cancel_event.is_set():
+            raise JobCancelled(self.job.id)
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self.progress(fraction, stage, message), self._loop)
+
+    def check_cancelled(self) -> None:
+        if self.cancel_event.is_set():
+            raise JobCancelled(self.job.id)
+
+    async def log(self, message: str, level: str = "info") -> None:
+        await self.store.log(self.job.id, message, level)
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU-bound work in a thread. On cancel the thread is told (cancel_event) and awaited,
+        so the device it uses is free again when the job ends."""
+        fut = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            self.cancel_event.set()
+            with contextlib.suppress(BaseException):
+                await fut
+            raise
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        with stage_span(name):
+            yield
+
+    @contextlib.contextmanager
+    def media_path(self, ref: dict[str, Any] | None = None) -> Iterator[Path]:
+        """A local file for media named by `ref` (default: the job's input): `storage_key` (uploaded
+        media, fetched from S3 if need be) or `path` (under an allow-listed root, checked again here)."""
+        ref = self.job.input if ref is None else ref
+        if ref.get("storage_key"):
+            with self.storage.local_path(ref["storage_key"]) as path:
+                yield path
+        elif ref.get("path"):
+            yield allowed_path(ref["path"], self.settings.allowed_roots)
+        else:
+            raise InvalidInput("the job names no media (storage_key or path)", code="invalid_input")
+
+    def artifact_key(self, name: str) -> str:
+        return f"jobs/{self.job.id}/{name}"
+
+    async def write_artifact(self, name: str, src: Path | bytes, content_type: str) -> Artifact:
+        key = self.artifact_key(name)
+        if isinstance(src, bytes | bytearray):
+            def put() -> int:
+                with self.storage.writer(key) as out:
+                    out.write(src)
+                return len(src)
+        else:
+            def put() -> int:
+                return self.storage.put_file(key, src)
+        size = await asyncio.to_thread(put)
+        artifact = Artifact(name=name, size=size, content_type=content_type)
+        self.artifacts = [a for a in self.artifacts if a.name != name] + [artifact]
+        return artifact
+
+
+Handler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
