@@ -224,6 +224,11 @@ async def test_idempotency_key_returns_the_same_job(client, media, redis):
     other = await client.post("/v1/jobs", headers={**BOB, "Idempotency-Key": "abc-1"}, json=body)
     assert other.json()["id"] != first.json()["id"]
     assert await redis.zcard("mediaflow:queue:compose") == 2
+    # the same key with a different body is an error, not a silent replay of the first job
+    changed = {"type": "probe", "input": {"path": str(media / "jfk.flac")}, "options": {"hold_seconds": 1}}
+    reused = await client.post("/v1/jobs", headers={**ALICE, "Idempotency-Key": "abc-1"}, json=changed)
+    assert_problem(reused, 422, "idempotency_key_reused")
+    assert await redis.zcard("mediaflow:queue:compose") == 2
 
 
 async def test_batch_partial_success(client, media, redis):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
 
@@ -28,6 +30,12 @@ def _job_response(job: Job, status: int, headers: dict[str, str] | None = None) 
     return JSONResponse(job.public(), status_code=status, headers=headers)
 
 
+def request_fingerprint(body: JobRequest) -> str:
+    """What an Idempotency-Key is bound to: the request body, canonically serialised."""
+    canonical = json.dumps(body.model_dump(mode="json", exclude_unset=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
 @router.post("", status_code=202, response_model=JobResource,
              responses=problem_responses(400, 401, 403, 404, 422, 503),
              summary="Submit a job (202 + Location; Idempotency-Key honoured)")
@@ -39,7 +47,7 @@ async def submit_job(body: JobRequest, tenant: str = Depends(require_tenant), sv
     job = await build_job(body.model_dump(exclude_unset=True), tenant, svc)
     with send_span(job.queue, job.id) as traceparent:
         job.traceparent = traceparent
-        job, created = await svc.dispatcher.submit(job, idempotency_key)
+        job, created = await svc.dispatcher.submit(job, idempotency_key, request_fingerprint(body))
     if created:
         svc.metrics.jobs_submitted.labels(job.type.value).inc()
     headers = {"Location": f"/v1/jobs/{job.id}"}

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from .errors import Conflict, NotFound
+from .errors import Conflict, MediaflowError, NotFound
 from .jobs import Job, JobState, utcnow
 from .queues import FUNCTION_FOR_TYPE, wake_key
 from .store import JobStore, job_key, state_event
@@ -59,10 +59,12 @@ class Dispatcher:
         self.max_tries = max_tries
         self.store = JobStore(redis)
 
-    async def submit(self, job: Job, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    async def submit(self, job: Job, idempotency_key: str | None = None,
+                     fingerprint: str = "") -> tuple[Job, bool]:
         """Create and enqueue `job`. Returns (job, created); with a known Idempotency-Key the job
-        that key created before is returned instead."""
-        idem = f"mediaflow:idem:{job.tenant}:{idempotency_key}" if idempotency_key else None
+        that key created before is returned instead — unless the request differs (`fingerprint`),
+        which is an error (422 `idempotency_key_reused`), as the IETF Idempotency-Key draft asks."""
+        idem = JobStore.idempotency_key(job.tenant, idempotency_key) if idempotency_key else None
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -71,12 +73,17 @@ class Dispatcher:
                         existing = await pipe.get(idem)
                         if existing:
                             await pipe.reset()
-                            return await self.store.get(existing.decode(), job.tenant), False
+                            job_id, _, seen = existing.decode().partition(" ")
+                            if fingerprint and seen and seen != fingerprint:
+                                raise MediaflowError(
+                                    "this Idempotency-Key was used for a different request", status=422,
+                                    code="idempotency_key_reused", detail={"job_id": job_id})
+                            return await self.store.get(job_id, job.tenant), False
                     pipe.multi()
                     self.store.stage_create(pipe, job)
                     stage_enqueue(pipe, job)
                     if idem:
-                        JobStore.stage_idempotency(pipe, job.tenant, idempotency_key or "", job.id)
+                        JobStore.stage_idempotency(pipe, job.tenant, idempotency_key or "", job.id, fingerprint)
                     await pipe.execute()
                     return job, True
                 except WatchError:

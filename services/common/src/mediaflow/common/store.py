@@ -218,21 +218,14 @@ class JobStore:
             await pipe.execute()
 
     # ---- idempotency ------------------------------------------------------------------------
-    async def idempotent_job_id(self, tenant: str, key: str) -> str | None:
-        raw = await self.redis.get(f"mediaflow:idem:{tenant}:{key}")
-        return raw.decode() if isinstance(raw, bytes) else raw
+    @staticmethod
+    def idempotency_key(tenant: str, key: str) -> str:
+        return f"mediaflow:idem:{tenant}:{key}"
 
     @staticmethod
-    def stage_idempotency(pipe: Pipeline, tenant: str, key: str, job_id: str) -> None:
-        pipe.set(f"mediaflow:idem:{tenant}:{key}", job_id, ex=IDEMPOTENCY_TTL_S)
-
-    async def claim_idempotency(self, tenant: str, key: str, job_id: str) -> str:
-        """Returns the job id that owns the key: `job_id` if we claimed it first."""
-        ok = await self.redis.set(f"mediaflow:idem:{tenant}:{key}", job_id, nx=True, ex=IDEMPOTENCY_TTL_S)
-        if ok:
-            return job_id
-        owner = await self.idempotent_job_id(tenant, key)
-        return owner or job_id
+    def stage_idempotency(pipe: Pipeline, tenant: str, key: str, job_id: str, fingerprint: str) -> None:
+        """Key -> "<job id> <fingerprint of the request>", so a reuse with another body is caught."""
+        pipe.set(JobStore.idempotency_key(tenant, key), f"{job_id} {fingerprint}", ex=IDEMPOTENCY_TTL_S)
 
     # ---- media ------------------------------------------------------------------------------
     async def put_media(self, media: Media) -> None:
