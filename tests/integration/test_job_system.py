@@ -122,6 +122,24 @@ async def test_every_job_runs_exactly_once_across_workers(redis, stored) -> None
         assert (await dispatcher.store.get(job.id)).attempt == 1
 
 
+async def test_shutdown_during_bookkeeping_still_finishes_the_job(redis, stored) -> None:
+    """A close() that lands while ARQ's bookkeeping of a finished job is in flight neither raises
+    nor leaves the job on the queue (the flake CI caught in session 1)."""
+    dispatcher = Dispatcher(redis)
+    async with running_worker(stored) as (worker,):
+        real_finish = worker.finish_job
+
+        async def slow_finish(*args):
+            await asyncio.sleep(0.3)  # widen the window the cancel has to land in
+            await real_finish(*args)
+
+        worker.finish_job = slow_finish
+        job, _ = await dispatcher.submit(probe_job())
+        await wait_state(dispatcher, job.id, {JobState.succeeded})
+    assert await redis.zscore(COMPOSE_QUEUE, job.id) is None
+    assert not await redis.exists(f"arq:in-progress:{job.id}", f"arq:job:{job.id}")
+
+
 async def test_failure_records_code_and_retry_runs_again(redis, stored) -> None:
     dispatcher = Dispatcher(redis)
     async with running_worker(stored):

@@ -154,14 +154,14 @@ class MediaflowWorker(Worker):
         delay, or left on the queue when the worker shuts down."""
         if not payload or aborted:  # definition expired, or aborted before it started
             self.jobs_failed += 1
-            await asyncio.shield(self.finish_failed_job(job_id, None))
+            await _unless_cancelled(self.finish_failed_job(job_id, None))
             return
         data = json_deserializer(payload)
         function = self.functions.get(data["f"])
         if function is None:
             log.warning("job %s: no function %r on this worker", job_id, data["f"])
             self.jobs_failed += 1
-            await asyncio.shield(self.finish_failed_job(job_id, None))
+            await _unless_cancelled(self.finish_failed_job(job_id, None))
             return
         ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "score": score}
         task = self.loop.create_task(function.coroutine(ctx, *data["a"], **data["k"]))
@@ -185,7 +185,7 @@ class MediaflowWorker(Worker):
         finally:
             self.job_tasks.pop(job_id, None)
             self.aborting_tasks.discard(job_id)
-        await asyncio.shield(self.finish_job(job_id, finish, None, None, False, incr_score, None))
+        await _unless_cancelled(self.finish_job(job_id, finish, None, None, False, incr_score, None))
 
     def _job_done(self, job_id: str, _task: asyncio.Task[Any]) -> None:
         self.claimed_records.pop(job_id, None)  # left over when ARQ never called our function
@@ -223,6 +223,16 @@ class MediaflowWorker(Worker):
         for client in (self._wake_redis, self.store.redis if self.store else None):
             if client is not None:
                 await client.aclose()
+
+
+async def _unless_cancelled(bookkeeping: Awaitable[Any]) -> None:
+    """Write a job's outcome even if shutdown cancels the task meanwhile: the job itself is over,
+    so the cancel has nothing left to stop and must not escape into ARQ's close()."""
+    finishing = asyncio.ensure_future(bookkeeping)
+    try:
+        await asyncio.shield(finishing)
+    except asyncio.CancelledError:
+        await finishing
 
 
 async def _renew_lease(redis: Redis, job_id: str, lease_ms: int) -> None:
