@@ -1,7 +1,7 @@
 """Submitting, cancelling and retrying jobs: the record and the ARQ queue entry change together.
 
-We write ARQ's own keys (`arq:job:{id}` + the queue's sorted set) in the same MULTI as the record, so
-a job can never exist without its queue entry (or the reverse), and the ARQ job id is the job id.
+We write ARQ's own keys (`arq:job:{id}` + the queue's sorted set) in the same script as the record,
+so a job can never exist without its queue entry (or the reverse), and the ARQ job id is the job id.
 Jobs are serialised as JSON, never pickle: nothing read from Redis can execute code.
 """
 
@@ -22,12 +22,19 @@ from arq.constants import (
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
 
 from .errors import Conflict, MediaflowError, NotFound
 from .jobs import Job, JobState, utcnow
 from .queues import FUNCTION_FOR_TYPE, wake_key
-from .store import JobStore, job_key, state_event
+from .store import (
+    EVENTS_MAXLEN,
+    IDEMPOTENCY_TTL_S,
+    JobStore,
+    events_key,
+    job_key,
+    state_event,
+    tenant_index_key,
+)
 
 # ARQ drops a queued job whose definition key has expired; ours live as long as a week of backlog.
 JOB_EXPIRY_MS = 7 * 24 * 3600 * 1000
@@ -41,16 +48,33 @@ def json_deserializer(raw: bytes) -> dict[str, Any]:
     return json.loads(raw)
 
 
-def stage_enqueue(pipe: Pipeline, job: Job, defer_ms: int = 0) -> None:
-    payload = serialize_job(FUNCTION_FOR_TYPE[job.type], (job.id,), {}, None, int(time.time() * 1000),
-                            serializer=json_serializer)
-    pipe.psetex(job_key_prefix + job.id, JOB_EXPIRY_MS, payload)
-    # ARQ would abort a job whose id lingers in its abort set (arq issue #485): clear it.
-    pipe.zrem(abort_jobs_ss, job.id)
-    pipe.zadd(job.queue, {job.id: int(time.time() * 1000) + defer_ms})
-    # Wake one idle worker of that pool with the id to claim; trimmed so a burst cannot grow it unbounded.
-    pipe.lpush(wake_key(job.queue), job.id)
-    pipe.ltrim(wake_key(job.queue), 0, 999)
+# Put a job's record and queue it, atomically and in one round trip: a new job (ARGV[1] empty) also
+# joins its tenant's index; an existing one (retry) is compare-and-set against the record as read.
+# ARQ's keys for the id get a clean slate (a stale try count, result or abort request would block or
+# abort the new run - arq issue #485), then its definition and queue entry, and a wake token naming it.
+# With an Idempotency-Key (KEYS[11]) a key already seen returns its value and changes nothing.
+# Returns 1 (queued), 0 (the record changed meanwhile) or the Idempotency-Key's earlier value.
+ENQUEUE_SCRIPT = """
+if KEYS[11] then
+  local seen = redis.call('GET', KEYS[11])
+  if seen then return seen end
+end
+if ARGV[1] == '' then
+  redis.call('ZADD', KEYS[3], 0, ARGV[3])
+elseif redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'event', 'state', 'data', ARGV[4])
+redis.call('DEL', KEYS[5], KEYS[6], KEYS[7])
+redis.call('ZREM', KEYS[8], ARGV[3])
+redis.call('PSETEX', KEYS[4], ARGV[6], ARGV[5])
+redis.call('ZADD', KEYS[9], ARGV[7], ARGV[3])
+redis.call('LPUSH', KEYS[10], ARGV[3])
+redis.call('LTRIM', KEYS[10], 0, 999)
+if KEYS[11] then redis.call('SET', KEYS[11], ARGV[9], 'EX', ARGV[10]) end
+return 1
+"""
 
 
 class Dispatcher:
@@ -58,43 +82,48 @@ class Dispatcher:
         self.redis = redis
         self.max_tries = max_tries
         self.store = JobStore(redis)
+        self._enqueue = redis.register_script(ENQUEUE_SCRIPT)
+
+    def _enqueue_call(self, job: Job, expected: bytes = b"", idem: tuple[str, str] | None = None
+                      ) -> tuple[list[str], list[str | bytes | int]]:
+        """KEYS and ARGV of ENQUEUE_SCRIPT for `job`; `idem` is (Idempotency-Key's key, value)."""
+        now_ms = int(time.time() * 1000)
+        payload = serialize_job(FUNCTION_FOR_TYPE[job.type], (job.id,), {}, None, now_ms,
+                                serializer=json_serializer)
+        keys = [job_key(job.id), events_key(job.id), tenant_index_key(job.tenant), job_key_prefix + job.id,
+                in_progress_key_prefix + job.id, retry_key_prefix + job.id, result_key_prefix + job.id,
+                abort_jobs_ss, job.queue, wake_key(job.queue)]
+        args: list[str | bytes | int] = [expected, job.internal_json(), job.id, json.dumps(state_event(job)),
+                                         payload, JOB_EXPIRY_MS, now_ms, EVENTS_MAXLEN]
+        if idem:
+            keys.append(idem[0])
+            args += [idem[1], IDEMPOTENCY_TTL_S]
+        return keys, args
 
     async def submit(self, job: Job, idempotency_key: str | None = None,
                      fingerprint: str = "") -> tuple[Job, bool]:
         """Create and enqueue `job`. Returns (job, created); with a known Idempotency-Key the job
-        that key created before is returned instead — unless the request differs (`fingerprint`),
+        that key created before is returned instead - unless the request differs (`fingerprint`),
         which is an error (422 `idempotency_key_reused`), as the IETF Idempotency-Key draft asks."""
-        idem = JobStore.idempotency_key(job.tenant, idempotency_key) if idempotency_key else None
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    if idem:
-                        await pipe.watch(idem)
-                        existing = await pipe.get(idem)
-                        if existing:
-                            await pipe.reset()
-                            job_id, _, seen = existing.decode().partition(" ")
-                            if fingerprint and seen and seen != fingerprint:
-                                raise MediaflowError(
-                                    "this Idempotency-Key was used for a different request", status=422,
-                                    code="idempotency_key_reused", detail={"job_id": job_id})
-                            return await self.store.get(job_id, job.tenant), False
-                    pipe.multi()
-                    self.store.stage_create(pipe, job)
-                    stage_enqueue(pipe, job)
-                    if idem:
-                        JobStore.stage_idempotency(pipe, job.tenant, idempotency_key or "", job.id, fingerprint)
-                    await pipe.execute()
-                    return job, True
-                except WatchError:
-                    continue
+        idem = None
+        if idempotency_key:
+            idem = (JobStore.idempotency_key(job.tenant, idempotency_key), f"{job.id} {fingerprint}")
+        keys, args = self._enqueue_call(job, idem=idem)
+        outcome = await self._enqueue(keys=keys, args=args)
+        if outcome == 1:
+            return job, True
+        job_id, _, seen = outcome.decode().partition(" ")
+        if fingerprint and seen and seen != fingerprint:
+            raise MediaflowError("this Idempotency-Key was used for a different request", status=422,
+                                 code="idempotency_key_reused", detail={"job_id": job_id})
+        return await self.store.get(job_id, job.tenant), False
 
     async def submit_many(self, jobs: list[Job]) -> None:
-        """Create and enqueue many jobs in one round trip (batch submit)."""
+        """Create and enqueue many jobs in one round trip, all or none (batch submit)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             for job in jobs:
-                self.store.stage_create(pipe, job)
-                stage_enqueue(pipe, job)
+                keys, args = self._enqueue_call(job)
+                await self._enqueue(keys=keys, args=args, client=pipe)
             await pipe.execute()
 
     async def cancel(self, job_id: str, tenant: str | None = None) -> Job:
@@ -142,7 +171,7 @@ class Dispatcher:
         return job
 
     async def retry(self, job_id: str, tenant: str | None = None) -> Job:
-        def mutate(j: Job) -> list[tuple[str, dict[str, Any]]]:
+        def mutate(j: Job) -> None:
             if j.state not in (JobState.failed, JobState.cancelled):
                 raise Conflict(f"job {job_id} is {j.state.value}; only failed or cancelled jobs can be retried",
                                code="not_retryable")
@@ -152,17 +181,15 @@ class Dispatcher:
             j.started_at = j.finished_at = None
             j.worker = None
             j.max_attempts = j.attempt + self.max_tries  # a retry grants a fresh budget of tries
-            return [("state", state_event(j))]
 
-        def extra(pipe: Pipeline, j: Job) -> None:
-            # A clean slate in ARQ for the same id: stale result/retry/abort entries would block or
-            # abort the new attempt.
-            pipe.delete(result_key_prefix + j.id, retry_key_prefix + j.id, in_progress_key_prefix + j.id)
-            pipe.zrem(abort_jobs_ss, j.id)
-            stage_enqueue(pipe, j)
-
-        await self.store.get(job_id, tenant)
-        return await self.store.update(job_id, mutate, extra)
+        while True:
+            job = await self.store.get(job_id, tenant)
+            expected = job._stored or b""
+            mutate(job)
+            keys, args = self._enqueue_call(job, expected)
+            if await self._enqueue(keys=keys, args=args) == 1:
+                return job
+            # the record changed between our read and the write: read it again
 
 
-__all__ = ["Dispatcher", "job_key", "json_deserializer", "json_serializer", "stage_enqueue"]
+__all__ = ["Dispatcher", "job_key", "json_deserializer", "json_serializer"]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 
 class JobType(StrEnum):
@@ -85,6 +85,15 @@ class Job(BaseModel):
     # internal: never rendered to clients
     tenant: str = Field(default="default", exclude=True)
     traceparent: str | None = Field(default=None, exclude=True)
+    # The record bytes this object was read from or written as (set by the store): a version
+    # token, so a later write can compare-and-set without reading the record again.
+    _stored: bytes | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_stored(cls, raw: bytes) -> Job:
+        job = cls.model_validate_json(raw)
+        job._stored = raw
+        return job
 
     @property
     def terminal(self) -> bool:

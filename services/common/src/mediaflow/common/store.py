@@ -5,10 +5,11 @@ Keys (all under `mediaflow:`):
   jobs:{tenant}      sorted set of job ids (score 0, ordered by id = ULID = creation time) for paging
   events:{id}        stream of `state` / `progress` / `log` events; stream ids are the SSE ids
   media:{id}         JSON media record
-  idem:{tenant}:{k}  Idempotency-Key -> job id (24 h)
+  idem:{tenant}:{k}  Idempotency-Key -> "<job id> <request fingerprint>" (24 h)
   stats:{queue}:{succeeded|failed}  sorted set of finish times (recent counts for /v1/queues)
-Every change to a record goes through `update`, an optimistic (WATCH/MULTI) read-modify-write, so a
-cancel and a worker's progress report never overwrite each other.
+Every change to a record goes through `update`, an optimistic read-modify-write (a compare-and-set
+script, or WATCH/MULTI when other keys change with it), so a cancel and a worker's progress report
+never overwrite each other.
 """
 
 from __future__ import annotations
@@ -69,15 +70,25 @@ def add_event(pipe: Pipeline, job_id: str, event: str, data: dict[str, Any]) -> 
 Mutation = Callable[[Job], "list[tuple[str, dict[str, Any]]] | None"]
 
 
-# Set the record only if it is still what we read, and append the events, atomically.
+# Set the record only if it is still what we read, append the events and, for a job that has just
+# finished, count it in its queue's recent outcomes (KEYS[3]) - atomically, in one round trip.
 CAS_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
-for i = 4, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[i], 'data', ARGV[i + 1])
+end
+if KEYS[3] then
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], 0, ARGV[6])
 end
 return 1
 """
+
+
+def just_finished(before: JobState, job: Job) -> bool:
+    """Whether this write is the one that made the job succeeded or failed (counted in the stats)."""
+    return before != job.state and job.state in (JobState.succeeded, JobState.failed) and bool(job.queue)
 
 
 class JobStore:
@@ -86,17 +97,11 @@ class JobStore:
         self._cas = redis.register_script(CAS_SCRIPT)
 
     # ---- jobs -------------------------------------------------------------------------------
-    def stage_create(self, pipe: Pipeline, job: Job) -> None:
-        """Queue the commands that create `job` on a MULTI pipeline (used with the ARQ enqueue)."""
-        pipe.set(job_key(job.id), job.internal_json())
-        pipe.zadd(tenant_index_key(job.tenant), {job.id: 0})
-        add_event(pipe, job.id, "state", state_event(job))
-
     async def get(self, job_id: str, tenant: str | None = None) -> Job:
         raw = await self.redis.get(job_key(job_id))
         if raw is None:
             raise NotFound(f"job {job_id} does not exist", code="job_not_found")
-        job = Job.model_validate_json(raw)
+        job = Job.from_stored(raw)
         if tenant is not None and job.tenant != tenant:
             # Another tenant's job is indistinguishable from a missing one.
             raise NotFound(f"job {job_id} does not exist", code="job_not_found")
@@ -106,17 +111,17 @@ class JobStore:
         if not job_ids:
             return []
         raws = await self.redis.mget([job_key(i) for i in job_ids])
-        return [Job.model_validate_json(r) for r in raws if r is not None]
+        return [Job.from_stored(r) for r in raws if r is not None]
 
     async def update(self, job_id: str, mutate: Mutation,
                      extra: Callable[[Pipeline, Job], Awaitable[None] | None] | None = None,
-                     known: bytes | None = None) -> Job:
+                     known: Job | bytes | None = None) -> Job:
         """Read-modify-write. `mutate` changes the job in place and returns events to append; it may
         raise to abort. `extra` adds more commands to the same transaction (WATCH/MULTI); without it
-        the write is a compare-and-set script, one round trip fewer on the hot paths (start, progress);
-        `known` is the record as the caller already read it, saving the read when it is still current."""
+        the write is one compare-and-set script. `known` is the record as the caller last saw it: while
+        it is still current, the read is skipped (a stale one only costs a retry)."""
         if extra is None:
-            return await self._update_cas(job_id, mutate, known)
+            return await self._update_cas(job_id, mutate, known._stored if isinstance(known, Job) else known)
         key = job_key(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -125,16 +130,23 @@ class JobStore:
                     raw = await pipe.get(key)
                     if raw is None:
                         raise NotFound(f"job {job_id} does not exist", code="job_not_found")
-                    job = Job.model_validate_json(raw)
+                    job = Job.from_stored(raw)
+                    before = job.state
                     events = mutate(job) or []
                     pipe.multi()
-                    pipe.set(key, job.internal_json())
+                    new = job.internal_json().encode()
+                    pipe.set(key, new)
                     for name, data in events:
                         add_event(pipe, job_id, name, data)
+                    if just_finished(before, job):
+                        now = time.time()
+                        pipe.zadd(stats_key(job.queue, job.state.value), {job.id: now})
+                        pipe.zremrangebyscore(stats_key(job.queue, job.state.value), 0, now - STATS_WINDOW_S)
                     maybe = extra(pipe, job)
                     if maybe is not None:
                         await maybe
                     await pipe.execute()
+                    job._stored = new
                     return job
                 except WatchError:
                     continue
@@ -145,18 +157,25 @@ class JobStore:
                 raw = await self.redis.get(job_key(job_id))
             if raw is None:
                 raise NotFound(f"job {job_id} does not exist", code="job_not_found")
-            job = Job.model_validate_json(raw)
+            job = Job.from_stored(raw)
+            before = job.state
             events = mutate(job) or []
-            args: list[str | bytes | int] = [raw, job.internal_json(), EVENTS_MAXLEN]
+            new = job.internal_json().encode()
+            keys = [job_key(job_id), events_key(job_id)]
+            now = time.time()
+            if just_finished(before, job):
+                keys.append(stats_key(job.queue, job.state.value))
+            args: list[str | bytes | int | float] = [raw, new, EVENTS_MAXLEN, now, job.id, now - STATS_WINDOW_S]
             for name, data in events:
                 args += [name, json.dumps(data)]
-            if await self._cas(keys=[job_key(job_id), events_key(job_id)], args=args):
+            if await self._cas(keys=keys, args=args):
+                job._stored = new
                 return job
             raw = None  # changed since we read it: read again
 
     async def transition(self, job_id: str, dst: JobState, *, allowed_from: set[JobState] | None = None,
                          extra: Callable[[Pipeline, Job], Awaitable[None] | None] | None = None,
-                         **fields: Any) -> Job:
+                         known: Job | None = None, **fields: Any) -> Job:
         def mutate(job: Job) -> list[tuple[str, dict[str, Any]]]:
             if (allowed_from is not None and job.state not in allowed_from) or not can_transition(
                 job.state, dst
@@ -170,15 +189,7 @@ class JobStore:
                 job.finished_at = utcnow()
             return [("state", state_event(job))]
 
-        def with_stats(pipe: Pipeline, job: Job) -> Awaitable[None] | None:
-            if dst in (JobState.succeeded, JobState.failed) and job.queue:
-                now = time.time()
-                skey = stats_key(job.queue, dst.value)
-                pipe.zadd(skey, {job.id: now})
-                pipe.zremrangebyscore(skey, 0, now - STATS_WINDOW_S)
-            return extra(pipe, job) if extra is not None else None
-
-        return await self.update(job_id, mutate, with_stats)
+        return await self.update(job_id, mutate, extra, known)
 
     async def list(self, tenant: str, *, state: str | None = None, type: str | None = None,
                    limit: int = 50, cursor: str | None = None) -> tuple[list[Job], str | None]:
@@ -221,11 +232,6 @@ class JobStore:
     @staticmethod
     def idempotency_key(tenant: str, key: str) -> str:
         return f"mediaflow:idem:{tenant}:{key}"
-
-    @staticmethod
-    def stage_idempotency(pipe: Pipeline, tenant: str, key: str, job_id: str, fingerprint: str) -> None:
-        """Key -> "<job id> <fingerprint of the request>", so a reuse with another body is caught."""
-        pipe.set(JobStore.idempotency_key(tenant, key), f"{job_id} {fingerprint}", ex=IDEMPOTENCY_TTL_S)
 
     # ---- media ------------------------------------------------------------------------------
     async def put_media(self, media: Media) -> None:

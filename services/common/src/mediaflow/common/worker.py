@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -30,13 +29,14 @@ from arq.connections import RedisSettings
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.worker import Retry, Worker, func
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import pipeline
 from .context import Handler, JobCancelled, JobContext
 from .dispatch import json_deserializer, json_serializer
-from .errors import MediaflowError
+from .errors import Conflict, MediaflowError
 from .jobs import Job, JobError, JobState, JobType, utcnow
 from .queues import FUNCTION_FOR_TYPE, timeout_for, wake_key
 from .settings import Settings
@@ -70,21 +70,30 @@ class MediaflowWorker(Worker):
         self._wake_redis: Redis | None = None
         self._last_registry = 0.0
         self._last_abort_purge = 0.0
+        self._next_scan = 0.0
         self._slot_freed = asyncio.Event()
         self.claimed_records: dict[str, bytes] = {}
         self.store: JobStore | None = None
+        self._claim: AsyncScript | None = None
         self.storage: Storage = open_storage(settings.storage_url)
         self.info: dict[str, Any] = {}
 
     async def main(self) -> None:
         self._wake_redis = Redis.from_url(self.settings.redis_url)
         self.store = JobStore(Redis.from_url(self.settings.redis_url))
+        self._claim = self.store.redis.register_script(CLAIM_SCRIPT)  # EVALSHA: the script is not resent
         await super().main()
 
     async def _poll_iteration(self) -> None:
         try:
-            await super()._poll_iteration()
-            await self._purge_stale_aborts()
+            # ARQ's iteration (scan the queue, look for aborts, heartbeat) costs three round trips.
+            # Wake tokens name the jobs to claim, so it is only the fallback - deferred jobs, lost
+            # tokens, cancels of running jobs - and runs once per poll_delay, not after every wake.
+            now = time.monotonic()
+            if self.burst or now >= self._next_scan:
+                self._next_scan = now + self.settings.poll_delay
+                await super()._poll_iteration()
+                await self._purge_stale_aborts()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             # Redis is away (restart, failover): keep the process and try again, rather than crash
             # and lose the jobs running here; their leases keep them safe meanwhile.
@@ -132,10 +141,10 @@ class MediaflowWorker(Worker):
                 return
             self.job_counter += 1
             job_id = job_id_b.decode()
-            claimed = await self.pool.eval(
-                CLAIM_SCRIPT, 6, in_progress_key_prefix + job_id, self.queue_name, job_key(job_id),
-                job_key_prefix + job_id, retry_key_prefix + job_id, abort_jobs_ss,
-                job_id, int(time.time() * 1000), lease_ms)
+            claimed = await self._claim(
+                keys=[in_progress_key_prefix + job_id, self.queue_name, job_key(job_id),
+                      job_key_prefix + job_id, retry_key_prefix + job_id, abort_jobs_ss],
+                args=[job_id, int(time.time() * 1000), lease_ms])
             if not claimed:  # running elsewhere, finished, or deferred
                 self.job_counter -= 1
                 self.sem.release()
@@ -143,53 +152,54 @@ class MediaflowWorker(Worker):
             score, record, payload, job_try, aborted = claimed
             if record:  # the record as of the claim: the job's start needs no second read
                 self.claimed_records[job_id] = record
-            task = self.loop.create_task(self._run_claimed(job_id, int(score), payload, job_try, bool(aborted)))
-            task.add_done_callback(functools.partial(self._job_done, job_id))
-            self.tasks[job_id] = task
+            self.tasks[job_id] = self.loop.create_task(
+                self._run_claimed(job_id, int(score), payload, job_try, bool(aborted)))
 
     async def _run_claimed(self, job_id: str, score: int, payload: bytes | None, job_try: int,
                            aborted: bool) -> None:
         """ARQ's run_job for our jobs, minus its first round trip (the claim script did that work)
         and minus what we do not use (pickle, results, cron). Same outcomes: finished, retried with a
-        delay, or left on the queue when the worker shuts down."""
+        delay, or left on the queue when the worker shuts down. The slot is freed as soon as the work
+        is over, so the next job need not wait for ARQ's bookkeeping of this one."""
+        try:
+            finish, incr_score = await self._execute(job_id, score, payload, job_try, aborted)
+        finally:
+            self.claimed_records.pop(job_id, None)  # left over when ARQ never called our function
+            self._release_sem_dec_counter_on_complete()
+        await _unless_cancelled(self.finish_job(job_id, finish, None, None, False, incr_score, None))
+
+    async def _execute(self, job_id: str, score: int, payload: bytes | None, job_try: int,
+                       aborted: bool) -> tuple[bool, int | None]:
+        """Run the job's function; returns (finish, incr_score) for ARQ's finish_job."""
         if not payload or aborted:  # definition expired, or aborted before it started
             self.jobs_failed += 1
-            await _unless_cancelled(self.finish_failed_job(job_id, None))
-            return
+            return True, None
         data = json_deserializer(payload)
         function = self.functions.get(data["f"])
         if function is None:
             log.warning("job %s: no function %r on this worker", job_id, data["f"])
             self.jobs_failed += 1
-            await _unless_cancelled(self.finish_failed_job(job_id, None))
-            return
+            return True, None
         ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "score": score}
         task = self.loop.create_task(function.coroutine(ctx, *data["a"], **data["k"]))
         self.job_tasks[job_id] = task
-        finish, incr_score = True, None
         try:
             await asyncio.wait_for(task, function.timeout_s)
             self.jobs_complete += 1
         except Retry as exc:
-            finish = False
-            incr_score = (exc.defer_score or 0) + (int(time.time() * 1000) - score)
             self.jobs_retried += 1
+            return False, (exc.defer_score or 0) + (int(time.time() * 1000) - score)
         except (Exception, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError) and job_id not in self.aborting_tasks:
-                finish = False  # shutdown: the job stays on the queue (our wrapper requeued its record)
-                self.jobs_retried += 1
-            else:
-                if not isinstance(exc, asyncio.CancelledError):
-                    log.exception("job %s failed outside its handler", job_id)
-                self.jobs_failed += 1
+                self.jobs_retried += 1  # shutdown: the job stays on the queue (our wrapper requeued its record)
+                return False, None
+            if not isinstance(exc, asyncio.CancelledError):
+                log.exception("job %s failed outside its handler", job_id)
+            self.jobs_failed += 1
         finally:
             self.job_tasks.pop(job_id, None)
             self.aborting_tasks.discard(job_id)
-        await _unless_cancelled(self.finish_job(job_id, finish, None, None, False, incr_score, None))
-
-    def _job_done(self, job_id: str, _task: asyncio.Task[Any]) -> None:
-        self.claimed_records.pop(job_id, None)  # left over when ARQ never called our function
-        self._release_sem_dec_counter_on_complete()
+        return True, None
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -238,9 +248,9 @@ async def _unless_cancelled(bookkeeping: Awaitable[Any]) -> None:
 async def _renew_lease(redis: Redis, job_id: str, lease_ms: int) -> None:
     key = in_progress_key_prefix + job_id
     while True:
+        await asyncio.sleep(lease_ms / 3000)  # the claim set the first lease
         with contextlib.suppress(Exception):
             await redis.pexpire(key, lease_ms)
-        await asyncio.sleep(lease_ms / 3000)
 
 
 def _runnable(handler: Handler, job_type: JobType) -> Callable[..., Awaitable[Any]]:
@@ -250,12 +260,15 @@ def _runnable(handler: Handler, job_type: JobType) -> Callable[..., Awaitable[An
         assert store is not None
         lease_ms = int(settings.lease_seconds * 1000)
         lease = asyncio.create_task(_renew_lease(worker.pool, job_id, lease_ms))
+        final: Job | None = None
         try:
-            return await _run_attempt(handler, job_type, worker, store, job_id)
+            final = await _run_attempt(handler, job_type, worker, store, job_id)
+            return final.state.value if final else "skipped"
         finally:
             lease.cancel()
-            # Pipelines (common/pipeline.py): a child that just finished advances its parent.
-            await asyncio.shield(pipeline.safe_advance(store, worker.storage, settings, job_id))
+            if final is None or final.parent_id:
+                # Pipelines (common/pipeline.py): a child that just finished advances its parent.
+                await asyncio.shield(pipeline.safe_advance(store, worker.storage, settings, job_id))
 
     run.__name__ = FUNCTION_FOR_TYPE[job_type]
     return run
@@ -293,19 +306,18 @@ async def _start(store: JobStore, job_id: str, worker_id: str, known: bytes | No
 
 
 async def _run_attempt(handler: Handler, job_type: JobType, worker: MediaflowWorker, store: JobStore,
-                       job_id: str) -> str:
+                       job_id: str) -> Job | None:
+    """One attempt of the job; returns the record as it ended (None when it was not runnable)."""
     settings = worker.settings
     job, verdict = await _start(store, job_id, worker.worker_id, worker.claimed_records.pop(job_id, None))
     if verdict == "skip":
-        return "skipped"
+        return None
     if verdict == "cancel":
-        await store.transition(job_id, JobState.cancelled, message="cancelled")
-        return "cancelled"
+        return await store.transition(job_id, JobState.cancelled, message="cancelled", known=job)
     if verdict == "exhausted":
-        await store.transition(job_id, JobState.failed, error=JobError(
+        return await store.transition(job_id, JobState.failed, known=job, error=JobError(
             code="max_attempts_exceeded",
             message=f"gave up after {job.attempt} attempts (the worker was lost each time)"))
-        return "failed"
 
     jctx = JobContext(job=job, store=store, storage=worker.storage, settings=settings,
                       worker_id=worker.worker_id, _loop=asyncio.get_running_loop())
@@ -320,41 +332,47 @@ async def _run_attempt(handler: Handler, job_type: JobType, worker: MediaflowWor
             await asyncio.shield(_on_cancelled(worker, store, jctx))
             raise
         except JobCancelled:
-            await store.transition(job_id, JobState.cancelled, message="cancelled")
-            return "cancelled"
+            return await store.transition(job_id, JobState.cancelled, message="cancelled", known=jctx.job)
         except TimeoutError:
-            await _fail(store, jctx, MediaflowError(
+            return await _fail(store, jctx, MediaflowError(
                 f"job exceeded its time limit of {timeout_for(job_type, settings)} s", code="timeout"))
-            return "failed"
         except MediaflowError as exc:
             span.set_attribute("error.type", exc.code)
             if exc.retryable and jctx.job.attempt < jctx.job.max_attempts:
                 delay = min(60, 2 ** jctx.job.attempt)
-                await store.transition(job_id, JobState.queued, attempt=jctx.job.attempt,
+                await store.transition(job_id, JobState.queued, attempt=jctx.job.attempt, known=jctx.job,
                                        message=f"{exc.code}: retrying in {delay} s")
                 raise Retry(defer=delay) from exc
-            await _fail(store, jctx, exc)
-            return "failed"
+            return await _fail(store, jctx, exc)
         except Exception as exc:  # anything unexpected is a failed job, never a lost one
             span.record_exception(exc)
             await store.log(job_id, traceback.format_exc(), "error")
-            await _fail(store, jctx, MediaflowError(f"{type(exc).__name__}: {exc}", code="internal_error"))
-            return "failed"
-
-        current = await store.get(job_id)
-        if current.state == JobState.cancelling:
-            await store.transition(job_id, JobState.cancelled, message="cancelled")
-            return "cancelled"
+            return await _fail(store, jctx, MediaflowError(f"{type(exc).__name__}: {exc}", code="internal_error"))
         if result is pipeline.DETACHED:  # a pipeline parent stays running; its children finish it
-            return "detached"
-        await store.transition(job_id, JobState.succeeded, progress=1.0, stage="done", message="",
-                               result=result or {}, artifacts=jctx.artifacts)
-        return "succeeded"
+            return jctx.job
+        return await _succeed(store, jctx, result or {})
 
 
-async def _fail(store: JobStore, jctx: JobContext, exc: MediaflowError) -> None:
-    await store.transition(jctx.job.id, JobState.failed, artifacts=jctx.artifacts,
-                           error=JobError(code=exc.code, message=exc.message, retryable=exc.retryable))
+async def _succeed(store: JobStore, jctx: JobContext, result: dict[str, Any]) -> Job:
+    """Record success in one write - or cancelled, if a cancel was requested meanwhile."""
+
+    def mutate(job: Job) -> list[tuple[str, dict[str, Any]]]:
+        if job.state == JobState.cancelling:
+            job.state, job.message = JobState.cancelled, "cancelled"
+        elif job.state == JobState.running:
+            job.state, job.progress, job.stage, job.message = JobState.succeeded, 1.0, "done", ""
+            job.result, job.artifacts = result, jctx.artifacts
+        else:
+            raise Conflict(f"job {job.id} is {job.state.value}; it cannot succeed", code="invalid_state")
+        job.finished_at = utcnow()
+        return [("state", state_event(job))]
+
+    return await store.update(jctx.job.id, mutate, known=jctx.job)
+
+
+async def _fail(store: JobStore, jctx: JobContext, exc: MediaflowError) -> Job:
+    return await store.transition(jctx.job.id, JobState.failed, artifacts=jctx.artifacts, known=jctx.job,
+                                  error=JobError(code=exc.code, message=exc.message, retryable=exc.retryable))
 
 
 async def _on_cancelled(worker: MediaflowWorker, store: JobStore, jctx: JobContext) -> None:
