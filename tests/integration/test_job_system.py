@@ -140,6 +140,31 @@ async def test_shutdown_during_bookkeeping_still_finishes_the_job(redis, stored)
     assert not await redis.exists(f"arq:in-progress:{job.id}", f"arq:job:{job.id}")
 
 
+async def test_cancel_between_claim_and_start_stops_the_handler(redis, stored) -> None:
+    """The handler starts while its running record is still being written; a cancel that lands in
+    between (forced here) wins: the handler is stopped, the job ends cancelled and never shows as running."""
+    dispatcher = Dispatcher(redis)
+    async with running_worker(stored) as (worker,):
+        while worker.store is None:  # set when the worker has connected
+            await asyncio.sleep(0.01)
+        real_write = worker.store.write_if_unchanged
+
+        async def cancel_first(job, raw, before, events):
+            if job.state == JobState.running and before == JobState.queued:
+                await dispatcher.cancel(job.id)
+            return await real_write(job, raw, before, events)
+
+        worker.store.write_if_unchanged = cancel_first
+        job, _ = await dispatcher.submit(probe_job(hold=30))
+        done = await wait_state(dispatcher, job.id, {JobState.cancelled}, timeout=10)
+        worker.store.write_if_unchanged = real_write
+        other, _ = await dispatcher.submit(probe_job())
+        await wait_state(dispatcher, other.id, {JobState.succeeded})
+    assert await state_events(dispatcher, job.id) == ["queued", "cancelled"]
+    assert done.started_at is None
+    assert not await redis.exists(f"arq:in-progress:{job.id}", f"arq:job:{job.id}")
+
+
 async def test_failure_records_code_and_retry_runs_again(redis, stored) -> None:
     dispatcher = Dispatcher(redis)
     async with running_worker(stored):

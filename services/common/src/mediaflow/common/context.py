@@ -37,6 +37,8 @@ class JobContext:
     worker_id: str
     artifacts: list[Artifact] = field(default_factory=list)
     cancel_event: threading.Event = field(default_factory=threading.Event)
+    # The write of the running record, still in flight when the handler starts (worker.py).
+    started: Awaitable[bool] | None = None
     _last_progress: float = 0.0
     _loop: asyncio.AbstractEventLoop | None = None
 
@@ -50,6 +52,8 @@ class JobContext:
         if not (force or stage_changed or now - self._last_progress >= self.settings.progress_interval):
             return
         self._last_progress = now
+        if self.started is not None:
+            await self.started  # after the running record, never before it
 
         def mutate(job: Job) -> list[tuple[str, dict[str, Any]]]:
             job.progress = max(job.progress, fraction) if stage is None or not stage_changed else fraction
@@ -58,7 +62,7 @@ class JobContext:
             job.message = message
             return [("progress", {"progress": job.progress, "stage": job.stage, "message": message})]
 
-        self.job = await self.store.update(self.job.id, mutate)
+        self.job = await self.store.update(self.job.id, mutate, known=self.job)
         if self.job.state == JobState.cancelling:
             self.cancel_event.set()
         if self.job.parent_id:  # pipelines: a child's progress shows, weighted, on its parent (pipeline.py)

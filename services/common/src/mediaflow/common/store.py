@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -70,20 +70,33 @@ def add_event(pipe: Pipeline, job_id: str, event: str, data: dict[str, Any]) -> 
 Mutation = Callable[[Job], "list[tuple[str, dict[str, Any]]] | None"]
 
 
-# Set the record only if it is still what we read, append the events and, for a job that has just
-# finished, count it in its queue's recent outcomes (KEYS[3]) - atomically, in one round trip.
+# Set the record only if it is still what we read, append the events, and in the same atomic step:
+# count a job that has just finished in its queue's recent outcomes (ARGV[7] = 1: KEYS[3]), delete the
+# ARGV[8] keys that follow and drop the job from the ARGV[9] sorted sets after them (`Cleanup`).
 CAS_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
-for i = 7, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[i], 'data', ARGV[i + 1])
 end
-if KEYS[3] then
+local k = 3
+if ARGV[7] == '1' then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
   redis.call('ZREMRANGEBYSCORE', KEYS[3], 0, ARGV[6])
+  k = 4
 end
+for _ = 1, tonumber(ARGV[8]) do redis.call('DEL', KEYS[k]); k = k + 1 end
+for _ = 1, tonumber(ARGV[9]) do redis.call('ZREM', KEYS[k], ARGV[5]); k = k + 1 end
 return 1
 """
+
+
+class Cleanup(NamedTuple):
+    """What goes away with the write that ends a job: keys to delete, sorted sets to leave (the
+    queue system's bookkeeping, so ending a job and retiring it is one atomic step)."""
+
+    delete: tuple[str, ...] = ()
+    leave: tuple[str, ...] = ()
 
 
 def just_finished(before: JobState, job: Job) -> bool:
@@ -115,13 +128,14 @@ class JobStore:
 
     async def update(self, job_id: str, mutate: Mutation,
                      extra: Callable[[Pipeline, Job], Awaitable[None] | None] | None = None,
-                     known: Job | bytes | None = None) -> Job:
+                     known: Job | bytes | None = None, cleanup: Cleanup | None = None) -> Job:
         """Read-modify-write. `mutate` changes the job in place and returns events to append; it may
         raise to abort. `extra` adds more commands to the same transaction (WATCH/MULTI); without it
         the write is one compare-and-set script. `known` is the record as the caller last saw it: while
-        it is still current, the read is skipped (a stale one only costs a retry)."""
+        it is still current, the read is skipped (a stale one only costs a retry). `cleanup` is applied
+        with the write."""
         if extra is None:
-            return await self._update_cas(job_id, mutate, known._stored if isinstance(known, Job) else known)
+            return await self._update_cas(job_id, mutate, known, cleanup)
         key = job_key(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
@@ -142,6 +156,11 @@ class JobStore:
                         now = time.time()
                         pipe.zadd(stats_key(job.queue, job.state.value), {job.id: now})
                         pipe.zremrangebyscore(stats_key(job.queue, job.state.value), 0, now - STATS_WINDOW_S)
+                    if cleanup:
+                        if cleanup.delete:
+                            pipe.delete(*cleanup.delete)
+                        for zset in cleanup.leave:
+                            pipe.zrem(zset, job.id)
                     maybe = extra(pipe, job)
                     if maybe is not None:
                         await maybe
@@ -151,31 +170,47 @@ class JobStore:
                 except WatchError:
                     continue
 
-    async def _update_cas(self, job_id: str, mutate: Mutation, raw: bytes | None = None) -> Job:
+    async def _update_cas(self, job_id: str, mutate: Mutation, known: Job | bytes | None = None,
+                          cleanup: Cleanup | None = None) -> Job:
+        raw = known._stored if isinstance(known, Job) else known
+        job = known.model_copy() if isinstance(known, Job) and raw is not None else None
         while True:
-            if raw is None:
-                raw = await self.redis.get(job_key(job_id))
-            if raw is None:
-                raise NotFound(f"job {job_id} does not exist", code="job_not_found")
-            job = Job.from_stored(raw)
+            if job is None:
+                if raw is None:
+                    raw = await self.redis.get(job_key(job_id))
+                if raw is None:
+                    raise NotFound(f"job {job_id} does not exist", code="job_not_found")
+                job = Job.from_stored(raw)
             before = job.state
             events = mutate(job) or []
-            new = job.internal_json().encode()
-            keys = [job_key(job_id), events_key(job_id)]
-            now = time.time()
-            if just_finished(before, job):
-                keys.append(stats_key(job.queue, job.state.value))
-            args: list[str | bytes | int | float] = [raw, new, EVENTS_MAXLEN, now, job.id, now - STATS_WINDOW_S]
-            for name, data in events:
-                args += [name, json.dumps(data)]
-            if await self._cas(keys=keys, args=args):
-                job._stored = new
+            if await self.write_if_unchanged(job, raw, before, events, cleanup):
                 return job
-            raw = None  # changed since we read it: read again
+            raw = job = None  # changed since we read it: read again
+
+    async def write_if_unchanged(self, job: Job, raw: bytes, before: JobState,
+                                 events: list[tuple[str, dict[str, Any]]], cleanup: Cleanup | None = None) -> bool:
+        """Write `job` (changed from the record `raw`, which was in state `before`) and its events,
+        unless the record is no longer `raw`. One round trip; False when it changed meanwhile."""
+        new = job.internal_json().encode()
+        keys = [job_key(job.id), events_key(job.id)]
+        now = time.time()
+        counted = just_finished(before, job)
+        if counted:
+            keys.append(stats_key(job.queue, job.state.value))
+        cleanup = cleanup or Cleanup()
+        keys += [*cleanup.delete, *cleanup.leave]
+        args: list[str | bytes | int | float] = [raw, new, EVENTS_MAXLEN, now, job.id, now - STATS_WINDOW_S,
+                                                 int(counted), len(cleanup.delete), len(cleanup.leave)]
+        for name, data in events:
+            args += [name, json.dumps(data)]
+        if not await self._cas(keys=keys, args=args):
+            return False
+        job._stored = new
+        return True
 
     async def transition(self, job_id: str, dst: JobState, *, allowed_from: set[JobState] | None = None,
                          extra: Callable[[Pipeline, Job], Awaitable[None] | None] | None = None,
-                         known: Job | None = None, **fields: Any) -> Job:
+                         known: Job | None = None, cleanup: Cleanup | None = None, **fields: Any) -> Job:
         def mutate(job: Job) -> list[tuple[str, dict[str, Any]]]:
             if (allowed_from is not None and job.state not in allowed_from) or not can_transition(
                 job.state, dst
@@ -189,7 +224,7 @@ class JobStore:
                 job.finished_at = utcnow()
             return [("state", state_event(job))]
 
-        return await self.update(job_id, mutate, extra, known)
+        return await self.update(job_id, mutate, extra, known, cleanup)
 
     async def list(self, tenant: str, *, state: str | None = None, type: str | None = None,
                    limit: int = 50, cursor: str | None = None) -> tuple[list[Job], str | None]:

@@ -41,7 +41,7 @@ from .jobs import Job, JobError, JobState, JobType, utcnow
 from .queues import FUNCTION_FOR_TYPE, timeout_for, wake_key
 from .settings import Settings
 from .storage import Storage, open_storage
-from .store import JobStore, job_key, state_event
+from .store import Cleanup, JobStore, job_key, state_event
 from .telemetry import job_span, setup_tracing
 
 log = logging.getLogger("mediaflow.worker")
@@ -162,15 +162,18 @@ class MediaflowWorker(Worker):
         delay, or left on the queue when the worker shuts down. The slot is freed as soon as the work
         is over, so the next job need not wait for ARQ's bookkeeping of this one."""
         try:
-            finish, incr_score = await self._execute(job_id, score, payload, job_try, aborted)
+            outcome = await self._execute(job_id, score, payload, job_try, aborted)
         finally:
             self.claimed_records.pop(job_id, None)  # left over when ARQ never called our function
             self._release_sem_dec_counter_on_complete()
-        await _unless_cancelled(self.finish_job(job_id, finish, None, None, False, incr_score, None))
+        if outcome is not None:
+            finish, incr_score = outcome
+            await _unless_cancelled(self.finish_job(job_id, finish, None, None, False, incr_score, None))
 
     async def _execute(self, job_id: str, score: int, payload: bytes | None, job_try: int,
-                       aborted: bool) -> tuple[bool, int | None]:
-        """Run the job's function; returns (finish, incr_score) for ARQ's finish_job."""
+                       aborted: bool) -> tuple[bool, int | None] | None:
+        """Run the job's function; returns (finish, incr_score) for ARQ's finish_job, or None when
+        the job's last write already retired it from ARQ."""
         if not payload or aborted:  # definition expired, or aborted before it started
             self.jobs_failed += 1
             return True, None
@@ -184,8 +187,10 @@ class MediaflowWorker(Worker):
         task = self.loop.create_task(function.coroutine(ctx, *data["a"], **data["k"]))
         self.job_tasks[job_id] = task
         try:
-            await asyncio.wait_for(task, function.timeout_s)
+            retired = await asyncio.wait_for(task, function.timeout_s)
             self.jobs_complete += 1
+            if retired is True:
+                return None
         except Retry as exc:
             self.jobs_retried += 1
             return False, (exc.defer_score or 0) + (int(time.time() * 1000) - score)
@@ -254,7 +259,7 @@ async def _renew_lease(redis: Redis, job_id: str, lease_ms: int) -> None:
 
 
 def _runnable(handler: Handler, job_type: JobType) -> Callable[..., Awaitable[Any]]:
-    async def run(ctx: dict[str, Any], job_id: str) -> str:
+    async def run(ctx: dict[str, Any], job_id: str) -> bool:
         worker: MediaflowWorker = ctx["worker"]
         settings, store = worker.settings, worker.store
         assert store is not None
@@ -263,7 +268,8 @@ def _runnable(handler: Handler, job_type: JobType) -> Callable[..., Awaitable[An
         final: Job | None = None
         try:
             final = await _run_attempt(handler, job_type, worker, store, job_id)
-            return final.state.value if final else "skipped"
+            # A job that ended was also retired from ARQ by its last write (arq_cleanup).
+            return final is not None and final.terminal
         finally:
             lease.cancel()
             if final is None or final.parent_id:
@@ -274,65 +280,89 @@ def _runnable(handler: Handler, job_type: JobType) -> Callable[..., Awaitable[An
     return run
 
 
-async def _start(store: JobStore, job_id: str, worker_id: str, known: bytes | None = None) -> tuple[Job, str]:
-    """Move the record to running (a new attempt). Returns (job, verdict): verdict is `run`,
-    `skip` (not runnable: cancelled/finished), `cancel` (cancel requested) or `exhausted`."""
-    verdict = "run"
+def arq_cleanup(job: Job) -> Cleanup:
+    """ARQ's finish_job for a job that ended, done by the write that ends it (one round trip less)."""
+    return Cleanup(delete=(in_progress_key_prefix + job.id, retry_key_prefix + job.id, job_key_prefix + job.id),
+                   leave=(abort_jobs_ss, job.queue))
 
-    def mutate(job: Job) -> list[tuple[str, dict[str, Any]]]:
-        nonlocal verdict
-        if job.terminal:
-            verdict = "skip"
-            return []
-        if job.state == JobState.cancelling:
-            verdict = "cancel"
-            return []
-        if job.attempt >= job.max_attempts:
-            verdict = "exhausted"
-            return []
-        events: list[tuple[str, dict[str, Any]]] = []
-        if job.state == JobState.running:
-            events.append(("log", {"level": "warning",
-                                   "message": f"worker {job.worker} was lost; attempt {job.attempt} restarted"}))
-        job.state = JobState.running
-        job.attempt += 1
-        job.worker = worker_id
-        job.started_at = utcnow()
-        job.progress, job.stage, job.message, job.error = 0.0, "starting", "", None
-        return [*events, ("state", state_event(job))]
 
-    job = await store.update(job_id, mutate, known=known)
-    return job, verdict
+def _plan_start(job: Job, worker_id: str) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+    """Decide whether the claimed job runs: (verdict, events). Verdict `run` (the job is changed in
+    place into its new running attempt), `skip` (cancelled or finished), `cancel` (cancel requested)
+    or `exhausted` (no attempt left)."""
+    if job.terminal:
+        return "skip", []
+    if job.state == JobState.cancelling:
+        return "cancel", []
+    if job.attempt >= job.max_attempts:
+        return "exhausted", []
+    events: list[tuple[str, dict[str, Any]]] = []
+    if job.state == JobState.running:
+        events.append(("log", {"level": "warning",
+                               "message": f"worker {job.worker} was lost; attempt {job.attempt} restarted"}))
+    job.state = JobState.running
+    job.attempt += 1
+    job.worker = worker_id
+    job.started_at = utcnow()
+    job.progress, job.stage, job.message, job.error = 0.0, "starting", "", None
+    return "run", [*events, ("state", state_event(job))]
+
+
+async def _write_start(store: JobStore, worker: MediaflowWorker, job: Job, raw: bytes, before: JobState,
+                       events: list[tuple[str, dict[str, Any]]]) -> bool:
+    """Write the running record. The handler is not held back for it: the claim already made this
+    worker the job's only runner, and every later write waits for this one. Only a cancel can change
+    the record between claim and start; then the handler is stopped like any cancelled job's."""
+    try:
+        written = await store.write_if_unchanged(job, raw, before, events)
+    except Exception:
+        log.exception("job %s: could not record its start", job.id)
+        written = False
+    if not written and (task := worker.job_tasks.get(job.id)) is not None:
+        worker.aborting_tasks.add(job.id)
+        task.cancel()
+    return written
 
 
 async def _run_attempt(handler: Handler, job_type: JobType, worker: MediaflowWorker, store: JobStore,
                        job_id: str) -> Job | None:
     """One attempt of the job; returns the record as it ended (None when it was not runnable)."""
     settings = worker.settings
-    job, verdict = await _start(store, job_id, worker.worker_id, worker.claimed_records.pop(job_id, None))
+    raw = worker.claimed_records.pop(job_id, None) or await store.redis.get(job_key(job_id))
+    if raw is None:
+        return None
+    job = Job.from_stored(raw)
+    before = job.state
+    verdict, events = _plan_start(job, worker.worker_id)
     if verdict == "skip":
         return None
     if verdict == "cancel":
-        return await store.transition(job_id, JobState.cancelled, message="cancelled", known=job)
+        return await store.transition(job_id, JobState.cancelled, message="cancelled", known=job,
+                                      cleanup=arq_cleanup(job))
     if verdict == "exhausted":
-        return await store.transition(job_id, JobState.failed, known=job, error=JobError(
+        return await store.transition(job_id, JobState.failed, known=job, cleanup=arq_cleanup(job), error=JobError(
             code="max_attempts_exceeded",
             message=f"gave up after {job.attempt} attempts (the worker was lost each time)"))
+    started = asyncio.ensure_future(_write_start(store, worker, job, raw, before, events))
 
     jctx = JobContext(job=job, store=store, storage=worker.storage, settings=settings,
-                      worker_id=worker.worker_id, _loop=asyncio.get_running_loop())
+                      worker_id=worker.worker_id, started=started, _loop=asyncio.get_running_loop())
     if job.attempt > 1:
         # A new attempt starts from a clean slate: no artifact of an earlier attempt survives.
         await asyncio.to_thread(worker.storage.delete_prefix, f"jobs/{job.id}")
     with job_span(job.id, job.type.value, job.queue, job.traceparent, job.attempt) as span:
         try:
             async with asyncio.timeout(timeout_for(job_type, settings)):
-                result = await handler(jctx)
+                try:
+                    result = await handler(jctx)
+                finally:
+                    await asyncio.shield(started)  # the outcome is written after the running record
         except asyncio.CancelledError:
             await asyncio.shield(_on_cancelled(worker, store, jctx))
             raise
         except JobCancelled:
-            return await store.transition(job_id, JobState.cancelled, message="cancelled", known=jctx.job)
+            return await store.transition(job_id, JobState.cancelled, message="cancelled", known=jctx.job,
+                                          cleanup=arq_cleanup(job))
         except TimeoutError:
             return await _fail(store, jctx, MediaflowError(
                 f"job exceeded its time limit of {timeout_for(job_type, settings)} s", code="timeout"))
@@ -367,16 +397,19 @@ async def _succeed(store: JobStore, jctx: JobContext, result: dict[str, Any]) ->
         job.finished_at = utcnow()
         return [("state", state_event(job))]
 
-    return await store.update(jctx.job.id, mutate, known=jctx.job)
+    return await store.update(jctx.job.id, mutate, known=jctx.job, cleanup=arq_cleanup(jctx.job))
 
 
 async def _fail(store: JobStore, jctx: JobContext, exc: MediaflowError) -> Job:
     return await store.transition(jctx.job.id, JobState.failed, artifacts=jctx.artifacts, known=jctx.job,
+                                  cleanup=arq_cleanup(jctx.job),
                                   error=JobError(code=exc.code, message=exc.message, retryable=exc.retryable))
 
 
 async def _on_cancelled(worker: MediaflowWorker, store: JobStore, jctx: JobContext) -> None:
     job = await store.get(jctx.job.id)
+    if job.terminal:  # cancelled before its start was recorded: nothing left to write
+        return
     if job.state == JobState.cancelling or jctx.job.id in worker.aborting_tasks:
         await store.transition(job.id, JobState.cancelled, message="cancelled while running")
     elif worker.shutting_down and job.state == JobState.running:
