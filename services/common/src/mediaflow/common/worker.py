@@ -73,6 +73,7 @@ class MediaflowWorker(Worker):
         self._next_scan = 0.0
         self._slot_freed = asyncio.Event()
         self.claimed_records: dict[str, bytes] = {}
+        self._holding: set[str] = set()  # jobs claimed whose slot is not yet given back
         self.store: JobStore | None = None
         self._claim: AsyncScript | None = None
         self.storage: Storage = open_storage(settings.storage_url)
@@ -150,6 +151,7 @@ class MediaflowWorker(Worker):
                 self.sem.release()
                 continue
             score, record, payload, job_try, aborted = claimed
+            self._holding.add(job_id)
             if record:  # the record as of the claim: the job's start needs no second read
                 self.claimed_records[job_id] = record
             self.tasks[job_id] = self.loop.create_task(
@@ -159,13 +161,12 @@ class MediaflowWorker(Worker):
                            aborted: bool) -> None:
         """ARQ's run_job for our jobs, minus its first round trip (the claim script did that work)
         and minus what we do not use (pickle, results, cron). Same outcomes: finished, retried with a
-        delay, or left on the queue when the worker shuts down. The slot is freed as soon as the work
-        is over, so the next job need not wait for ARQ's bookkeeping of this one."""
+        delay, or left on the queue when the worker shuts down."""
         try:
             outcome = await self._execute(job_id, score, payload, job_try, aborted)
         finally:
             self.claimed_records.pop(job_id, None)  # left over when ARQ never called our function
-            self._release_sem_dec_counter_on_complete()
+            self.free_slot(job_id)
         if outcome is not None:
             finish, incr_score = outcome
             await _unless_cancelled(self.finish_job(job_id, finish, None, None, False, incr_score, None))
@@ -205,6 +206,13 @@ class MediaflowWorker(Worker):
             self.job_tasks.pop(job_id, None)
             self.aborting_tasks.discard(job_id)
         return True, None
+
+    def free_slot(self, job_id: str) -> None:
+        """Give back the job's slot (once). Done as soon as its handler is over: recording the outcome
+        uses no device, so the next job need not wait for those writes."""
+        if job_id in self._holding:
+            self._holding.discard(job_id)
+            self._release_sem_dec_counter_on_complete()
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -356,6 +364,7 @@ async def _run_attempt(handler: Handler, job_type: JobType, worker: MediaflowWor
                 try:
                     result = await handler(jctx)
                 finally:
+                    worker.free_slot(job_id)
                     await asyncio.shield(started)  # the outcome is written after the running record
         except asyncio.CancelledError:
             await asyncio.shield(_on_cancelled(worker, store, jctx))
