@@ -109,6 +109,10 @@ async def test_artifact_download_with_range(stack, media):
     whole = await stack.get(names["media.bin"]["url"], headers=ALICE)
     assert whole.status_code == 200 and whole.content == original
     assert whole.headers["accept-ranges"] == "bytes"
+    head = await stack.head(names["media.bin"]["url"], headers=ALICE)
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) == len(original)
+    assert head.headers["content-type"] == whole.headers["content-type"]
     part = await stack.get(names["media.bin"]["url"], headers={**ALICE, "Range": "bytes=1000-1999"})
     assert part.status_code == 206
     assert part.headers["content-range"] == f"bytes 1000-1999/{len(original)}"

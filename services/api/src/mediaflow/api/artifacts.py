@@ -1,5 +1,5 @@
-"""Artifact downloads with HTTP Range: local files through Starlette's FileResponse (which implements
-single and multiple ranges), S3 objects streamed with a ranged GetObject."""
+"""Artifact downloads with HTTP Range (and HEAD): local files through Starlette's FileResponse (which
+implements single and multiple ranges, and HEAD), S3 objects streamed with a ranged GetObject."""
 
 from __future__ import annotations
 
@@ -89,6 +89,8 @@ async def _s3_response(storage: S3Storage, key: str, artifact: Artifact, request
         status = 206
     else:
         headers["Content-Length"] = str(size)
+    if request.method == "HEAD":  # the headers a GET would send, without fetching the object
+        return Response(status_code=status, media_type=artifact.content_type, headers=headers)
     body = (await asyncio.to_thread(lambda: storage.client.get_object(**params)))["Body"]
 
     async def stream() -> AsyncIterator[bytes]:

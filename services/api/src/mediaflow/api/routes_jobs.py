@@ -125,11 +125,11 @@ async def retry_job(job_id: str, tenant: str = Depends(require_tenant),
     return _job_response(job, 202, {"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=Response,
+@router.api_route("/{job_id}/artifacts/{name}", methods=["GET", "HEAD"], response_class=Response,
             responses={200: {"description": "the artifact", "content": {"application/octet-stream": {}}},
                        206: {"description": "the requested byte range"},
                        **problem_responses(401, 404, 416, 503)},
-            summary="Download an artifact (HTTP Range supported)")
+            summary="Download an artifact (HTTP Range supported; HEAD gives size and type)")
 async def download_artifact(request: Request, job_id: str, name: str, tenant: str = Depends(require_tenant),
                             svc: Services = Depends(services)) -> Response:
     job = await svc.store.get(job_id, tenant)
