@@ -1,7 +1,10 @@
 """Dispatch latency (enqueue -> worker start) of a no-op job: mediaflow's worker base vs Celery + Redis
 vs stock ARQ, side by side on one embedded Valkey, one worker each.
 
-  .venv/bin/python -m bench.dispatch [--n 300] [--burst 1000]
+  .venv/bin/python -m bench.dispatch [--n 300] [--burst 1000] [--gap-ms 0]
+
+Back to back (the default), each job is sent as soon as the previous one started, so the figure
+includes how fast a worker is ready again; with --gap-ms 10 the worker is idle when a job comes.
 
 Celery lives in its own venv (.tools/bench-celery, made on first run from bench/requirements-celery.txt)
 because it needs a newer redis-py than ARQ allows.
@@ -35,13 +38,14 @@ def celery_python() -> str:
     return str(python)
 
 
-def run_one(name: str, kind: str, python: str, url: str, n: int, burst: int, extra: list[str]) -> dict:
+def run_one(name: str, kind: str, python: str, url: str, n: int, burst: int, extra: list[str],
+            gap: float = 0.0) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MEDIAFLOW_LOG_LEVEL": "WARNING"}
     worker = subprocess.Popen([python, str(SCRIPT), "worker", kind, url, *extra], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(3)  # let the worker connect
-        proc = subprocess.run([python, str(SCRIPT), "client", kind, url, str(n), str(burst)], env=env,
+        proc = subprocess.run([python, str(SCRIPT), "client", kind, url, str(n), str(burst), str(gap)], env=env,
                               capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise SystemExit(f"{name} client failed:\n{proc.stderr[-3000:]}")
@@ -63,20 +67,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--gap-ms", type=float, default=0.0, help="pause after each job started")
     parser.add_argument("--skip-celery", action="store_true")
     args = parser.parse_args()
+    gap = args.gap_ms / 1000
     server = ValkeyServer()
     server.start()
     url = f"redis://127.0.0.1:{server.port}/0"
     results: dict[str, dict] = {}
     try:
         results["mediaflow"] = run_one("mediaflow (wake-on-enqueue)", "mediaflow", sys.executable, url,
-                                       args.n, args.burst, [])
+                                       args.n, args.burst, [], gap)
         results["arq_default"] = run_one("arq 0.28 (poll 0.5 s)", "arq", sys.executable, url,
-                                         min(args.n, 60), min(args.burst, 300), ["0.5"])
+                                         min(args.n, 60), min(args.burst, 300), ["0.5"], gap)
         if not args.skip_celery:
             results["celery"] = run_one("celery 5.5 (solo, redis)", "celery", celery_python(), url,
-                                        args.n, args.burst, [])
+                                        args.n, args.burst, [], gap)
     finally:
         server.stop()
     if "celery" in results:
@@ -86,7 +92,8 @@ def main() -> None:
                   "burst_vs_celery": round(m["burst_jobs_per_s"] / c["burst_jobs_per_s"], 2)}
         results["ratios"] = ratios
         print("mediaflow / celery:", ratios)
-    print("written", write_result("dispatch", results))
+    results["gap_ms"] = {"ms": args.gap_ms}
+    print("written", write_result("dispatch" if not gap else "dispatch-idle", results))
 
 
 if __name__ == "__main__":

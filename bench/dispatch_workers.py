@@ -1,7 +1,7 @@
 """Workers and clients for bench/dispatch.py. Each no-op job records when it started.
 
   python bench/dispatch_workers.py worker mediaflow|arq|celery REDIS_URL [POLL]
-  python bench/dispatch_workers.py client mediaflow|arq|celery REDIS_URL N BURST
+  python bench/dispatch_workers.py client mediaflow|arq|celery REDIS_URL N BURST [GAP_S]
 Celery runs in its own venv (see requirements-celery.txt).
 """
 
@@ -87,8 +87,9 @@ def enqueuer(kind: str, url: str):
     return lambda key: loop.run_until_complete(arq.enqueue_job("noop", key, _job_id=key, _queue_name="bench:arq"))
 
 
-def client(kind: str, url: str, n: int, burst: int) -> dict:
-    """Sequential latency (enqueue -> handler start) of n jobs, then burst throughput."""
+def client(kind: str, url: str, n: int, burst: int, gap: float = 0.0) -> dict:
+    """Sequential latency (enqueue -> handler start) of n jobs, then burst throughput. With `gap`,
+    each job is sent that long after the previous one started, so the worker is idle when it comes."""
     import json
     import uuid
 
@@ -111,6 +112,7 @@ def client(kind: str, url: str, n: int, burst: int) -> dict:
         assert got == k, (got, k)
         if i >= 20:
             latencies.append(float(started) - t0)
+        time.sleep(gap)
     t0 = time.time()
     for i in range(burst):
         enqueue(key(i, "b"))
@@ -126,7 +128,7 @@ def client(kind: str, url: str, n: int, burst: int) -> dict:
 if __name__ == "__main__":
     role, kind, url = sys.argv[1], sys.argv[2], sys.argv[3]
     if role == "client":
-        client(kind, url, int(sys.argv[4]), int(sys.argv[5]))
+        client(kind, url, int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]) if len(sys.argv) > 6 else 0.0)
     elif kind == "mediaflow":
         mediaflow_worker(url)
     elif kind == "arq":
