@@ -184,3 +184,34 @@ async def test_upload_is_described_by_the_compositor_over_grpc(redis, settings, 
             assert m["size"] == (media / "big_buck_bunny_small.mp4").stat().st_size
     finally:
         await server.stop(None)
+
+
+async def test_s3_storage_end_to_end(redis, settings, media, s3_storage_url):
+    """With s3:// storage the whole path goes through the bucket: upload, the worker's fetch, its
+    artifacts, and downloads (whole, Range, HEAD) streamed from S3 by the gateway."""
+    cfg = settings.model_copy(update={"compositor_grpc": "127.0.0.1:1", "storage_url": s3_storage_url})
+    async with (running_gateway(cfg) as base,
+                running_compositor(cfg, {JobType.probe: probe_with_artifacts}),
+                httpx.AsyncClient(base_url=base, timeout=30) as client):
+        m = (await upload(client, media / "jfk.flac")).json()
+        job = (await client.post("/v1/jobs", headers=ALICE,
+                                 json={"type": "probe", "input": {"media_id": m["id"]}})).json()
+        done = await wait_terminal(client, job["id"])
+        assert done["state"] == "succeeded", done
+        url = f"/v1/jobs/{job['id']}/artifacts/media.bin"
+        original = (media / "jfk.flac").read_bytes()
+        whole = await client.get(url, headers=ALICE)
+        assert whole.status_code == 200 and whole.content == original
+        part = await client.get(url, headers={**ALICE, "Range": "bytes=100-199"})
+        assert part.status_code == 206 and part.content == original[100:200]
+        assert part.headers["content-range"] == f"bytes 100-199/{len(original)}"
+        head = await client.head(url, headers=ALICE)
+        assert head.status_code == 200 and head.content == b""
+        assert int(head.headers["content-length"]) == len(original)
+        assert_problem(await client.get(url, headers={**ALICE, "Range": f"bytes={len(original)}-"}), 416,
+                       "range_not_satisfiable")
+    import boto3
+
+    bucket = s3_storage_url.removeprefix("s3://").split("/")[0]
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]}
+    assert f"prefix/jobs/{job['id']}/media.bin" in keys and any(k.startswith("prefix/media/") for k in keys)

@@ -3,8 +3,6 @@ server (an S3 emulator: no real S3 or MinIO is reachable from this machine)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,39 +11,11 @@ from mediaflow.common.errors import InvalidInput, NotFound
 from mediaflow.common.storage import FileStorage, S3Storage, Storage, open_storage
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                            "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
-                      AWS_DEFAULT_REGION="us-east-1")
-    try:
-        yield endpoint
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
-
-
 @pytest.fixture(params=["file", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     if request.param == "file":
         return open_storage(f"file://{tmp_path / 'blobs'}")
-    request.getfixturevalue("s3_endpoint")
-    import boto3
-
-    bucket = f"mediaflow-{tmp_path.name.lower().replace('_', '-')[-40:]}"
-    boto3.client("s3").create_bucket(Bucket=bucket)
-    return open_storage(f"s3://{bucket}/prefix")
+    return open_storage(request.getfixturevalue("s3_storage_url"))
 
 
 def test_round_trip(storage: Storage, media: Path) -> None:
