@@ -1,15 +1,20 @@
 """Where a job's media comes from: an uploaded `media_id`, a server path under an allow-listed root,
-or a URL (refused: the gateway does not fetch URLs).
+or an http(s) URL.
 
-Path rules: `mediaflow.common.storage.allowed_path` (shared with the workers, which check again).
+Path rules: `mediaflow.common.storage.allowed_path`; URL rules: `mediaflow.common.fetch` (both shared
+with the workers, which check again). The gateway never downloads a URL: the worker that needs the
+media does, so the gateway stays small and a slow server ties up no request.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from mediaflow.common.errors import MediaflowError
+from mediaflow.common.fetch import check_url
 from mediaflow.common.jobs import Media
+from mediaflow.common.settings import Settings
 
 
 def media_input(media: Media) -> dict[str, Any]:
@@ -21,14 +26,17 @@ def check_input_shape(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise MediaflowError("input must be an object: {\"media_id\": ...} or {\"path\": ...}",
+        raise MediaflowError("input must be an object: {\"media_id\": ...}, {\"path\": ...} or {\"url\": ...}",
                              code="invalid_input", status=422)
     named = [k for k in ("media_id", "path", "url") if value.get(k) is not None]
     unknown = set(value) - {"media_id", "path", "url"}
     if len(named) != 1 or unknown or not isinstance(value[named[0]], str):
         raise MediaflowError("input names the media with exactly one of media_id, path or url (a string)",
                              code="invalid_input", status=422)
-    if named[0] == "url":
-        raise MediaflowError("URL inputs are disabled on this server: upload the media (POST /v1/media) "
-                             "or name a path under an allowed root", code="url_inputs_disabled", status=422)
     return {named[0]: value[named[0]]}
+
+
+async def checked_url(url: str, settings: Settings) -> str:
+    """The URL policy at submit (the host is resolved, hence the thread): 422 url_inputs_disabled,
+    invalid_url, url_not_allowed or url_fetch_failed (the host does not resolve)."""
+    return await asyncio.to_thread(check_url, url, settings)

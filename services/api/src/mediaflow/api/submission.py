@@ -18,7 +18,7 @@ from mediaflow.common.options import parse_options
 from mediaflow.common.queues import queue_for
 from mediaflow.common.storage import allowed_path
 
-from .inputs import check_input_shape, media_input
+from .inputs import check_input_shape, checked_url, media_input
 from .services import Services
 
 # Job types that work on one input media (compose names its media inside options.items).
@@ -32,7 +32,8 @@ class JobInput(BaseModel):
 
     media_id: str | None = Field(None, description="an id from POST /v1/media")
     path: str | None = Field(None, description="an absolute path under one of the server's allowed roots")
-    url: str | None = Field(None, description="not supported by this server (422 url_inputs_disabled)")
+    url: str | None = Field(None, description="an http(s) URL the worker downloads; it must point to a public "
+                                              "address or a host the operator allowed (422 url_not_allowed)")
 
 
 class JobRequest(BaseModel):
@@ -79,14 +80,16 @@ async def _allowed_path(svc: Services, raw: str) -> str:
 
 
 async def _check_option_media(options: dict[str, Any], svc: Services, media: MediaCache) -> None:
-    """Compose timelines name media inside options: each must exist for this tenant, and server
-    paths must be allowed (they are rewritten to their resolved form)."""
+    """Compose timelines name media inside options: each must exist for this tenant, server paths must
+    be allowed (they are rewritten to their resolved form), URLs must pass the URL policy."""
     for item in options.get("items") or []:
         for holder in (item, item.get("logo") or {}):
             if holder.get("media_id"):
                 await media.get(holder["media_id"])
             if holder.get("path"):
                 holder["path"] = await _allowed_path(svc, holder["path"])
+            if holder.get("url"):
+                holder["url"] = await checked_url(holder["url"], svc.settings)
     captions = options.get("captions") or {}
     if captions.get("job_id"):
         await svc.store.get(captions["job_id"], media.tenant)
@@ -108,10 +111,13 @@ async def build_job(body: dict[str, Any], tenant: str, svc: Services, media: Med
     resolved_input: dict[str, Any] = {}
     if named is None:
         if job_type in NEEDS_INPUT:
-            raise MediaflowError(f"a {job_type.value} job needs an input: {{\"media_id\": ...}} or {{\"path\": ...}}",
+            raise MediaflowError(f"a {job_type.value} job needs an input: {{\"media_id\": ...}}, {{\"path\": ...}} "
+                                 "or {\"url\": ...}",
                                  code="input_required", status=422)
     elif "media_id" in named:
         resolved_input = media_input(await media.get(named["media_id"]))
+    elif "url" in named:
+        resolved_input = {"url": await checked_url(named["url"], svc.settings)}
     else:
         resolved_input = {"path": await _allowed_path(svc, named["path"])}
     if job_type == JobType.compose:

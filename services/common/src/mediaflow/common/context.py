@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 from . import pipeline
 from .errors import InvalidInput
+from .fetch import fetch_url, redacted, url_suffix
 from .jobs import Artifact, Job, JobState
 from .settings import Settings
 from .storage import Storage, allowed_path
@@ -99,18 +101,43 @@ class JobContext:
         with stage_span(name):
             yield
 
+    def media_path(self, ref: dict[str, Any] | None = None) -> MediaFile:
+        """A local file for media named by `ref` (default: the job's input), as a context manager:
+        `storage_key` (uploaded media, fetched from S3 if need be), `path` (under an allow-listed root,
+        checked again here) or `url` (downloaded within the URL policy, checked again here, into a
+        temporary directory removed afterwards). Prefer `async with` in a handler: downloads then run
+        in a thread and the worker's loop (lease, progress, cancel) keeps going."""
+        return MediaFile(self, self.job.input if ref is None else ref)
+
     @contextlib.contextmanager
-    def media_path(self, ref: dict[str, Any] | None = None) -> Iterator[Path]:
-        """A local file for media named by `ref` (default: the job's input): `storage_key` (uploaded
-        media, fetched from S3 if need be) or `path` (under an allow-listed root, checked again here)."""
-        ref = self.job.input if ref is None else ref
-        if ref.get("storage_key"):
+    def _open_media(self, ref: dict[str, Any]) -> Iterator[Path]:
+        if ref.get("storage_key"):  # first: a URL input already fetched into storage is not fetched again
             with self.storage.local_path(ref["storage_key"]) as path:
                 yield path
         elif ref.get("path"):
             yield allowed_path(ref["path"], self.settings.allowed_roots)
+        elif ref.get("url"):
+            with tempfile.TemporaryDirectory(prefix="mediaflow_url_") as tmp:
+                dest = Path(tmp) / f"input{url_suffix(ref['url'])}"
+                fetch_url(ref["url"], dest, self.settings, progress=self._fetch_progress(ref["url"]))
+                yield dest
         else:
-            raise InvalidInput("the job names no media (storage_key or path)", code="invalid_input")
+            raise InvalidInput("the job names no media (storage_key, path or url)", code="invalid_input")
+
+    def _fetch_progress(self, url: str) -> Callable[[int, int | None], None]:
+        """Download progress as `fetch` stage messages (the fraction stays where the job is)."""
+        last = 0.0
+
+        def report(done: int, total: int | None) -> None:
+            nonlocal last
+            self.check_cancelled()  # per chunk: a cancelled job stops downloading at once
+            if time.monotonic() - last < self.settings.progress_interval:
+                return
+            last = time.monotonic()
+            of = f" of {total / 1e6:.1f}" if total else ""
+            self.progress_threadsafe(self.job.progress, "fetch", f"{redacted(url)}: {done / 1e6:.1f}{of} MB")
+
+        return report
 
     def artifact_key(self, name: str) -> str:
         return f"jobs/{self.job.id}/{name}"
@@ -129,6 +156,33 @@ class JobContext:
         artifact = Artifact(name=name, size=size, content_type=content_type)
         self.artifacts = [a for a in self.artifacts if a.name != name] + [artifact]
         return artifact
+
+
+class MediaFile:
+    """What `JobContext.media_path` returns: `with` it (blocking; in a thread) or `async with` it."""
+
+    def __init__(self, ctx: JobContext, ref: dict[str, Any]) -> None:
+        self.ctx, self.ref = ctx, ref
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Path:
+        return self._stack.enter_context(self.ctx._open_media(self.ref))
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._stack.__exit__(*exc)
+
+    async def __aenter__(self) -> Path:
+        url = self.ref.get("url")
+        if url and not (self.ref.get("storage_key") or self.ref.get("path")):
+            await self.ctx.progress(self.ctx.job.progress, "fetch", f"fetching {redacted(url)}", force=True)
+        try:
+            return await self.ctx.run_blocking(self.__enter__)
+        except BaseException:  # cancelled right after the download: its temporary directory goes too
+            await asyncio.to_thread(self._stack.close)
+            raise
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return await asyncio.to_thread(self.__exit__, *exc)
 
 
 Handler = Callable[[JobContext], Awaitable[dict[str, Any] | None]]

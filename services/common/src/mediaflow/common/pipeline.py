@@ -12,18 +12,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arq.constants import abort_jobs_ss
 
 from .dispatch import Dispatcher
 from .errors import Conflict, InvalidInput, MediaflowError, NotFound
-from .ids import new_job_id
-from .jobs import Artifact, Job, JobError, JobState, JobType
+from .fetch import guess_content_type, redacted, url_filename, url_suffix
+from .ids import new_job_id, new_media_id
+from .jobs import Artifact, Job, JobError, JobState, JobType, Media
+from .probe import probe_file
 from .queues import TRANSCRIBE_QUEUE, queue_for
 from .settings import Settings
 from .storage import Storage
 from .store import JobStore
+
+if TYPE_CHECKING:
+    from .context import JobContext
 
 log = logging.getLogger("mediaflow.pipeline")
 
@@ -41,7 +46,7 @@ def _media_input(job: Job) -> dict[str, Any]:
     """The parent's input as its children need it: the gateway's {media_id, storage_key} or {path}."""
     picked = {k: job.input[k] for k in ("media_id", "storage_key", "path") if job.input.get(k)}
     if not picked:
-        raise InvalidInput("a caption job needs input with a media_id or a path", code="invalid_input")
+        raise InvalidInput("a caption job needs input with a media_id, a path or a fetched url", code="invalid_input")
     return picked
 
 
@@ -52,6 +57,32 @@ def _timeline_source(job: Job) -> dict[str, Any]:
     if "path" in media:
         return {"path": media["path"]}
     raise InvalidInput("a caption job needs input with a media_id or a path", code="invalid_input")
+
+
+async def fetch_url_input(ctx: JobContext) -> Job:
+    """A caption parent named by URL downloads it ONCE, into storage (`jobs/{id}/input…`), kept as media
+    of its tenant; both steps then read that copy like an upload ({media_id, storage_key} on the parent's
+    input), and so does a retry of the parent. Non-media fails here, before anything is queued."""
+    parent = ctx.job
+    url = parent.input.get("url")
+    if not url or parent.input.get("storage_key"):
+        return parent
+    key = f"jobs/{parent.id}/input{url_suffix(url)}"
+    async with ctx.media_path() as path:
+        info = await asyncio.to_thread(probe_file, path)
+        size = await asyncio.to_thread(ctx.storage.put_file, key, path)
+    media = Media(id=new_media_id(), tenant=parent.tenant, filename=url_filename(url),
+                  content_type=guess_content_type(url), size=size, duration=info.get("duration"),
+                  format=str(info.get("format", "")), streams=info.get("streams", []), key=key, probed_by="worker")
+    await ctx.store.put_media(media)
+
+    def adopt(job: Job) -> list[tuple[str, dict[str, Any]]]:
+        job.input = {**job.input, "media_id": media.id, "storage_key": key}
+        return []
+
+    ctx.job = await ctx.store.update(parent.id, adopt, known=parent)
+    await ctx.log(f"fetched {redacted(url)}: {size} bytes, kept as media {media.id}")
+    return ctx.job
 
 
 async def start_caption(parent: Job, store: JobStore) -> Job:

@@ -29,6 +29,16 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 2 * 1024**3
     max_batch_jobs: int = 500
 
+    # URL inputs ({"url": ...}): fetched by the worker that needs the media (fetch.py)
+    url_inputs: bool = True  # false: a URL input is refused with 422 url_inputs_disabled
+    # Hosts a URL may name even though they resolve to non-public addresses (SSRF policy):
+    # "minio.internal,10.0.5.0/24,127.0.0.1" — host names (exact), IP addresses or networks.
+    url_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    url_connect_timeout: float = 10.0
+    url_read_timeout: float = 30.0  # longest silence between two chunks of the body
+    url_fetch_timeout: float = 3600.0  # the whole download; a trickling server is cut off
+    url_max_redirects: int = 5  # each target is checked again
+
     # workers
     poll_delay: float = 0.5  # fallback poll; idle workers are woken by a push on enqueue
     lease_seconds: float = 30.0  # a dead worker's job is picked up again after this
@@ -77,6 +87,13 @@ class Settings(BaseSettings):
     def _parse_roots(cls, value: object) -> object:
         if isinstance(value, str):
             return [Path(p) for p in value.split(":") if p]
+        return value
+
+    @field_validator("url_allowed_hosts", mode="before")
+    @classmethod
+    def _parse_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
         return value
 
     def tenant_by_key_hash(self) -> dict[str, str]:

@@ -54,8 +54,9 @@ def runtime(ffmpeg: str = "ffmpeg") -> Runtime:
 async def probe(ctx: JobContext) -> dict[str, Any]:
     """Read media metadata with PyAV: the smallest real job, used to exercise the job system."""
     await ctx.progress(0.1, "probe", "reading media")
-    with ctx.stage("probe"), ctx.media_path() as path:
-        info = await ctx.run_blocking(probe_file, path)
+    with ctx.stage("probe"):
+        async with ctx.media_path() as path:  # a URL is downloaded in a thread (stage `fetch`)
+            info = await ctx.run_blocking(probe_file, path)
     delay = float(ctx.job.options.get("hold_seconds", 0))  # lets tests hold a worker mid-job
     steps = int(delay * 10)
     for i in range(steps):
@@ -170,6 +171,8 @@ async def caption(ctx: JobContext) -> dict[str, Any]:
             return []
 
         await ctx.store.update(ctx.job.id, reset)
+    with ctx.stage("fetch"):
+        await pipeline.fetch_url_input(ctx)  # a URL input: fetched once here, never by the steps
     await ctx.progress(0.0, "transcribe", "transcription queued", force=True)
     child = await pipeline.start_caption(ctx.job, ctx.store)
     await ctx.log(f"transcribe step {child.id} queued")

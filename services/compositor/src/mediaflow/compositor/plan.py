@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mediaflow.common.errors import InvalidInput, MediaError, NotFound
+from mediaflow.common.fetch import fetch_url_async, url_suffix
 from mediaflow.common.options.compose import ComposeOptions, Logo, TimelineItem
 from mediaflow.common.probe import probe_file
 from mediaflow.common.settings import Settings
@@ -101,8 +102,10 @@ def _ref(obj: TimelineItem | Logo) -> tuple[str, str]:
 
 
 class MediaResolver:
-    """Turns media references into local files: uploaded media (by id, through storage), or paths
-    under an allow-listed root. Object storage is fetched into `workdir`, concurrently."""
+    """Turns media references into local files: uploaded media (by id, through storage), paths under
+    an allow-listed root, or http(s) URLs (within the URL policy, checked again here). Object storage
+    and URLs are downloaded into `workdir`, concurrently; a URL named twice is fetched once
+    (`build_plan` resolves each distinct reference once)."""
 
     def __init__(self, store: JobStore, storage: Storage, settings: Settings, workdir: Path, tenant: str) -> None:
         self.store, self.storage, self.settings = store, storage, settings
@@ -120,7 +123,10 @@ class MediaResolver:
             if not path.is_file():
                 raise NotFound(f"media file {value!r} does not exist", code="media_not_found")
             return path
-        raise InvalidInput("URL inputs are fetched by the gateway; submit a media_id", code="unsupported_input")
+        if kind == "url":
+            dest = self.workdir / f"url-{uuid.uuid4().hex[:12]}{url_suffix(value)}"  # a safe name for ffmpeg
+            return (await fetch_url_async(value, dest, self.settings)).path
+        raise InvalidInput(f"unknown media reference {kind!r}", code="invalid_input")
 
     async def fetch(self, key: str) -> Path:
         if isinstance(self.storage, FileStorage):
