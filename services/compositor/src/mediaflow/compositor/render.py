@@ -5,8 +5,14 @@
   slower in the baseline.
 - longer timelines: chunks of `chunk_items` items, each one command (so one process never holds more
   than `chunk_items` open decoders: memory stays bounded however long the timeline), then joined —
-  by the concat demuxer with stream copy when nothing spans the whole timeline, or by a final graph
+  by the concat demuxer (video stream copy) when nothing spans the whole timeline, or by a final graph
   over the chunk files when crossfades, burned captions or loudness normalisation need one.
+
+Chunk audio is lossless PCM in a .mov (audio timescale = sample rate, so sample-exact), and AAC is
+encoded once, over the whole timeline, at the join. AAC chunks joined by stream copy were not
+seamless: every chunk brought its 1024 encoder-priming samples along (the concat demuxer does not
+apply each file's edit list), so each join added ~21 ms of silence and the audio drifted 21.3 ms
+further behind the video per chunk (64 ms after 3 chunks; measured in docs/compositor.md).
 """
 
 from __future__ import annotations
@@ -62,11 +68,8 @@ async def render(req: RenderRequest) -> dict[str, Any]:
     needs_final_graph = plan.options.crossfade > 0 or req.burn is not None or loudnorm
     chunk_total = sum(p.total_duration for p in subplans)
     total = chunk_total + (plan.total_duration if needs_final_graph else 0.0)
-    # Chunks feeding a final graph are re-encoded there: encode them fast and near-lossless.
-    chunk_kwargs = dict(req.output_kwargs)
-    if needs_final_graph and chunk_kwargs.get("c:v") == "libx264":
-        chunk_kwargs.update({"preset": "ultrafast", "crf": 12})
-    chunk_files = [req.workdir / f"chunk-{k}.mp4" for k in range(len(groups))]
+    chunk_kwargs = chunk_output_args(req.output_kwargs, near_lossless_video=needs_final_graph)
+    chunk_files = [req.workdir / f"chunk-{k}.mov" for k in range(len(groups))]
     offsets = [sum(p.total_duration for p in subplans[:k]) for k in range(len(groups))]
     limit = asyncio.Semaphore(req.config.parallel_chunks)
 
@@ -79,7 +82,7 @@ async def render(req: RenderRequest) -> dict[str, Any]:
     await asyncio.gather(*(one(k) for k in range(len(groups))))
 
     if not needs_final_graph:
-        await _concat_copy(req, chunk_files)
+        await _concat_join(req, chunk_files)
         return {"strategy": "chunked-concat-copy", "chunks": len(groups)}
 
     infos = await asyncio.gather(*(asyncio.to_thread(probe_file, f) for f in chunk_files))
@@ -89,6 +92,31 @@ async def render(req: RenderRequest) -> dict[str, Any]:
     await _render_graph(req, final, req.out, burn=req.burn, soft=req.soft, loudnorm=loudnorm,
                         done=chunk_total, total=total, label="join")
     return {"strategy": "chunked-final-graph", "chunks": len(groups)}
+
+
+def chunk_output_args(output_kwargs: dict[str, Any], *, near_lossless_video: bool) -> dict[str, Any]:
+    """Output options of one chunk: the job's video encoder (fast and near-lossless when a final graph
+    re-encodes it anyway), audio as 16-bit PCM (no priming, no padding: joins are sample-exact; AAC is
+    encoded once at the join), and no `+faststart` (an extra rewrite of a file nobody streams)."""
+    kwargs = {k: v for k, v in output_kwargs.items() if k not in ("b:a", "movflags")}
+    kwargs["c:a"] = "pcm_s16le"
+    if near_lossless_video and kwargs.get("c:v") == "libx264":
+        kwargs.update({"preset": "ultrafast", "crf": 12})
+    return kwargs
+
+
+def concat_join_args(listing: Path, out: Path, output_kwargs: dict[str, Any], *, soft: Path | None = None,
+                     language: str = "und") -> list[str]:
+    """The join of chunk files by the concat demuxer: video by stream copy, the whole timeline's audio
+    encoded once with the job's audio options (AAC 320k 48 kHz stereo)."""
+    args = ["-hide_banner", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i", _safe_path(listing)]
+    maps = ["-map", "0:v", "-map", "0:a"]
+    if soft is not None:
+        args += ["-i", _safe_path(soft)]
+        maps += ["-map", "1:s", "-c:s", "mov_text", "-metadata:s:s:0", f"language={language}"]
+    audio = [arg for key in ("c:a", "b:a", "ar", "ac") if key in output_kwargs
+             for arg in (f"-{key}", str(output_kwargs[key]))]
+    return [*args, *maps, "-c:v", "copy", *audio, "-movflags", "+faststart", str(out)]
 
 
 async def _render_graph(req: RenderRequest, plan: Plan, out: Path, *, burn: Path | None, soft: Path | None,
@@ -109,13 +137,8 @@ async def _render_graph(req: RenderRequest, plan: Plan, out: Path, *, burn: Path
     await run_ffmpeg(_cmd(req.ffmpeg, graph.args()), req.log, req.workdir / f"{out.stem}.stderr", progress)
 
 
-async def _concat_copy(req: RenderRequest, chunk_files: list[Path]) -> None:
+async def _concat_join(req: RenderRequest, chunk_files: list[Path]) -> None:
     listing = req.workdir / "chunks.txt"
     listing.write_text("".join(f"file '{_safe_path(f)}'\n" for f in chunk_files))
-    args = ["-hide_banner", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i", _safe_path(listing)]
-    maps = ["-map", "0:v", "-map", "0:a"]
-    if req.soft is not None:
-        args += ["-i", _safe_path(req.soft)]
-        maps += ["-map", "1:s", "-c:s", "mov_text", "-metadata:s:s:0", f"language={req.language}"]
-    args += [*maps, "-c:v", "copy", "-c:a", "copy", "-movflags", "+faststart", str(req.out)]
+    args = concat_join_args(listing, req.out, req.output_kwargs, soft=req.soft, language=req.language)
     await run_ffmpeg(_cmd(req.ffmpeg, args), req.log, req.workdir / "concat.stderr", None)
