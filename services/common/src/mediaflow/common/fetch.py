@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ipaddress
 import mimetypes
+import re
 import socket
 import threading
 import time
@@ -34,6 +35,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 CHUNK_BYTES = 1024 * 1024
 SCHEMES = ("http", "https")
+HOST_NAME = re.compile(r"(?i)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?")
 
 
 class InvalidUrl(MediaflowError):
@@ -132,6 +134,14 @@ class UrlPolicy:
             raise UrlNotAllowed(f"only http and https URLs are fetched, not {parsed.scheme or 'a relative'!s} URLs")
         if not parsed.host:
             raise InvalidUrl("the URL names no host")
+        host = parsed.raw_host.decode("ascii", "replace")
+        if not HOST_NAME.fullmatch(host):
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise InvalidUrl(f"{host!r} is not a host name or an IP address") from None
+        if parsed.port is not None and not 0 < parsed.port < 65536:
+            raise InvalidUrl(f"port {parsed.port} is out of range")
         return parsed
 
     def host_listed(self, host: str) -> bool:
