@@ -171,8 +171,9 @@ async def caption(ctx: JobContext) -> dict[str, Any]:
             return []
 
         await ctx.store.update(ctx.job.id, reset)
-    with ctx.stage("fetch"):
-        await pipeline.fetch_url_input(ctx)  # a URL input: fetched once here, never by the steps
+    if ctx.job.input.get("url"):
+        with ctx.stage("fetch"):
+            await pipeline.fetch_url_input(ctx)  # fetched once here, into storage; the steps read that copy
     await ctx.progress(0.0, "transcribe", "transcription queued", force=True)
     child = await pipeline.start_caption(ctx.job, ctx.store)
     await ctx.log(f"transcribe step {child.id} queued")
