@@ -165,6 +165,34 @@ async def test_cancel_between_claim_and_start_stops_the_handler(redis, stored) -
     assert not await redis.exists(f"arq:in-progress:{job.id}", f"arq:job:{job.id}")
 
 
+async def test_start_write_rides_out_a_redis_blip(redis, stored) -> None:
+    """The running record's write fails twice (connection lost, once after it had landed): the job
+    still runs once and succeeds, with its events in order."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    dispatcher = Dispatcher(redis)
+    async with running_worker(stored) as (worker,):
+        while worker.store is None:
+            await asyncio.sleep(0.01)
+        real_write = worker.store.write_if_unchanged
+        failures = []
+
+        async def flaky(job, raw, before, events, cleanup=None):
+            if job.state == JobState.running and before == JobState.queued and len(failures) < 2:
+                if failures:  # the second time the write lands, but its reply is lost
+                    await real_write(job, raw, before, events, cleanup)
+                failures.append(job.id)
+                raise RedisConnectionError("connection lost")
+            return await real_write(job, raw, before, events, cleanup)
+
+        worker.store.write_if_unchanged = flaky
+        job, _ = await dispatcher.submit(probe_job())
+        done = await wait_state(dispatcher, job.id, {JobState.succeeded, JobState.failed, JobState.cancelled})
+    assert len(failures) == 2
+    assert done.state == JobState.succeeded and done.attempt == 1
+    assert await state_events(dispatcher, job.id) == ["queued", "running", "succeeded"]
+
+
 async def test_failure_records_code_and_retry_runs_again(redis, stored) -> None:
     dispatcher = Dispatcher(redis)
     async with running_worker(stored):

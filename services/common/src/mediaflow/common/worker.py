@@ -320,12 +320,24 @@ async def _write_start(store: JobStore, worker: MediaflowWorker, job: Job, raw: 
                        events: list[tuple[str, dict[str, Any]]]) -> bool:
     """Write the running record. The handler is not held back for it: the claim already made this
     worker the job's only runner, and every later write waits for this one. Only a cancel can change
-    the record between claim and start; then the handler is stopped like any cancelled job's."""
-    try:
-        written = await store.write_if_unchanged(job, raw, before, events)
-    except Exception:
-        log.exception("job %s: could not record its start", job.id)
-        written = False
+    the record between claim and start; then the handler is stopped like any cancelled job's.
+    Redis being away for a moment (restart, failover) is waited out; the lease keeps the job ours."""
+    written = False
+    for delay in (0.2, 0.5, 1.0, 2.0, 4.0, None):
+        try:
+            written = await store.write_if_unchanged(job, raw, before, events)
+            break
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            if delay is None:
+                log.error("job %s: could not record its start (%s)", job.id, exc)
+                break
+            await asyncio.sleep(delay)
+            # The write may have landed before the connection dropped: then it is done.
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                new = job.internal_json().encode()
+                if await store.redis.get(job_key(job.id)) == new:
+                    job._stored, written = new, True
+                    break
     if not written and (task := worker.job_tasks.get(job.id)) is not None:
         worker.aborting_tasks.add(job.id)
         task.cancel()
