@@ -4,12 +4,14 @@ real Valkey — submit-time refusals, fetch-time refusals, limits, redirects, an
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import http.server
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,13 +66,24 @@ def _handler(server: MediaServer) -> type[http.server.BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-            elif parts.path == "/huge":  # more than the limit, and no Content-Length to warn about it
+            elif parts.path == "/huge":  # more than the limit; without ?declare, no Content-Length warns of it
                 self.send_response(200)
                 self.send_header("Content-Type", "video/mp4")
+                if "declare" in parts.query:
+                    self.send_header("Content-Length", str(HUGE_BYTES))
                 self.end_headers()
                 with contextlib.suppress(OSError):  # the client hangs up once over the limit
                     for _ in range(HUGE_BYTES // 65536):
                         self.wfile.write(b"\0" * 65536)
+            elif parts.path == "/slow":  # a body that trickles for ~20 s
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    for _ in range(200):
+                        self.wfile.write(b"\0" * 16384)
+                        self.wfile.flush()
+                        time.sleep(0.1)
             elif parts.path == "/redirect":
                 self.send_response(302)
                 self.send_header("Location", parse_qs(parts.query)["to"][0])
@@ -193,6 +206,8 @@ async def test_http_errors_limits_and_redirects(redis, settings, url_server):
 
         huge = await run(client, {"type": "probe", "input": {"url": url_server.url("/huge", "localhost")}})
         assert huge["state"] == "failed" and huge["error"]["code"] == "url_too_large", huge
+        declared = await run(client, {"type": "probe", "input": {"url": url_server.url("/huge?declare", "localhost")}})
+        assert declared["error"]["code"] == "url_too_large" and str(HUGE_BYTES) in declared["error"]["message"]
 
         # a redirect from an allowed name to the IP the worker does not allow
         to_ip = url_server.url("/redirect?to=" + url_server.url("/media/jfk.flac"), "localhost")
@@ -209,7 +224,7 @@ async def test_http_errors_limits_and_redirects(redis, settings, url_server):
         hop = url_server.url("/redirect?to=" + url_server.url("/media/grid_bbaf2n.mp4", "localhost"), "localhost")
         done = await run(client, {"type": "probe", "input": {"url": hop}})
         assert done["state"] == "succeeded" and done["result"]["duration"] == pytest.approx(3.0, abs=0.1), done
-    assert url_server.hits["/huge"] == 1 and url_server.hits["/media/jfk.flac"] == 0
+    assert url_server.hits["/huge"] == 2 and url_server.hits["/media/jfk.flac"] == 0
     assert fetch_dirs() == before  # no partial download left behind
 
 
@@ -270,4 +285,24 @@ async def test_a_silent_server_times_out(redis, settings):
             done = await run(client, {"type": "probe", "input": {"url": url}})
     assert done["state"] == "failed" and done["error"]["code"] == "url_fetch_failed", done
     assert "timed out" in done["error"]["message"] and done["error"]["retryable"] is True
+    assert fetch_dirs() == before
+
+
+async def test_cancel_stops_a_download(redis, settings, url_server):
+    """Cancelling a job mid-download stops the download and leaves no file behind."""
+    before = fetch_dirs()
+    async with stack(allow(settings)) as client:
+        job = (await submit(client, {"type": "probe", "input": {"url": url_server.url("/slow")}})).json()
+        deadline = time.monotonic() + 10
+        while (await client.get(f"/v1/jobs/{job['id']}", headers=ALICE)).json()["stage"] != "fetch":
+            assert time.monotonic() < deadline, "the download never started"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        during = fetch_dirs() - before
+        assert len(during) == 1 and any(next(iter(during)).iterdir())  # bytes are arriving
+        assert (await client.post(f"/v1/jobs/{job['id']}/cancel", headers=ALICE)).status_code in (200, 202)
+        cancelled_at = time.monotonic()
+        done = await wait_terminal(client, job["id"], timeout=10)
+        assert time.monotonic() - cancelled_at < 3  # stopped mid-body, not at the end of the ~20 s trickle
+    assert done["state"] == "cancelled", done
     assert fetch_dirs() == before

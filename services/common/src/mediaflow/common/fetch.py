@@ -33,7 +33,6 @@ from .settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-CHUNK_BYTES = 1024 * 1024
 SCHEMES = ("http", "https")
 HOST_NAME = re.compile(r"(?i)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?")
 
@@ -272,7 +271,7 @@ def _save(response: httpx.Response, dest: Path, limit: int, deadline: float, pro
     size = 0
     try:
         with open(dest, "wb") as out:
-            for chunk in response.iter_bytes(CHUNK_BYTES):
+            for chunk in response.iter_bytes():  # as it arrives: limits and cancel act at once
                 size += len(chunk)
                 if size > limit:  # a missing or lying Content-Length is caught here
                     raise UrlTooLarge(f"{where}: the body is larger than the limit of {limit} bytes")
