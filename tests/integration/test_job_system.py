@@ -165,9 +165,9 @@ async def test_cancel_between_claim_and_start_stops_the_handler(redis, stored) -
     assert not await redis.exists(f"arq:in-progress:{job.id}", f"arq:job:{job.id}")
 
 
-async def test_start_write_rides_out_a_redis_blip(redis, stored) -> None:
-    """The running record's write fails twice (connection lost, once after it had landed): the job
-    still runs once and succeeds, with its events in order."""
+async def test_writes_ride_out_a_redis_blip(redis, stored) -> None:
+    """The running record's write fails twice (connection lost, once after it had landed), and so does
+    the outcome's (after it had landed): the job still runs once and succeeds, with its events in order."""
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     dispatcher = Dispatcher(redis)
@@ -181,15 +181,20 @@ async def test_start_write_rides_out_a_redis_blip(redis, stored) -> None:
             if job.state == JobState.running and before == JobState.queued and len(failures) < 2:
                 if failures:  # the second time the write lands, but its reply is lost
                     await real_write(job, raw, before, events, cleanup)
-                failures.append(job.id)
+                failures.append("start")
+                raise RedisConnectionError("connection lost")
+            if job.state == JobState.succeeded and "outcome" not in failures:
+                await real_write(job, raw, before, events, cleanup)
+                failures.append("outcome")
                 raise RedisConnectionError("connection lost")
             return await real_write(job, raw, before, events, cleanup)
 
         worker.store.write_if_unchanged = flaky
         job, _ = await dispatcher.submit(probe_job())
         done = await wait_state(dispatcher, job.id, {JobState.succeeded, JobState.failed, JobState.cancelled})
-    assert len(failures) == 2
+    assert failures == ["start", "start", "outcome"]
     assert done.state == JobState.succeeded and done.attempt == 1
+    assert not await redis.exists(f"arq:in-progress:{job.id}", f"arq:job:{job.id}")
     assert await state_events(dispatcher, job.id) == ["queued", "running", "succeeded"]
 
 

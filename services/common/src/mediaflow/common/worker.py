@@ -46,6 +46,7 @@ from .telemetry import job_span, setup_tracing
 
 log = logging.getLogger("mediaflow.worker")
 WORKERS_KEY = "mediaflow:workers"
+REDIS_BLIP_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)  # how long a job's writes wait out a Redis restart (~8 s)
 
 # Claim a queued job: it must still be on the queue and due, and no other worker may hold it.
 CLAIM_SCRIPT = """
@@ -323,7 +324,7 @@ async def _write_start(store: JobStore, worker: MediaflowWorker, job: Job, raw: 
     the record between claim and start; then the handler is stopped like any cancelled job's.
     Redis being away for a moment (restart, failover) is waited out; the lease keeps the job ours."""
     written = False
-    for delay in (0.2, 0.5, 1.0, 2.0, 4.0, None):
+    for delay in (*REDIS_BLIP_DELAYS, None):
         try:
             written = await store.write_if_unchanged(job, raw, before, events)
             break
@@ -418,13 +419,37 @@ async def _succeed(store: JobStore, jctx: JobContext, result: dict[str, Any]) ->
         job.finished_at = utcnow()
         return [("state", state_event(job))]
 
-    return await store.update(jctx.job.id, mutate, known=jctx.job, cleanup=arq_cleanup(jctx.job))
+    return await _outcome(store, jctx.job.id, lambda: store.update(jctx.job.id, mutate, known=jctx.job,
+                                                                   cleanup=arq_cleanup(jctx.job)))
 
 
 async def _fail(store: JobStore, jctx: JobContext, exc: MediaflowError) -> Job:
-    return await store.transition(jctx.job.id, JobState.failed, artifacts=jctx.artifacts, known=jctx.job,
-                                  cleanup=arq_cleanup(jctx.job),
-                                  error=JobError(code=exc.code, message=exc.message, retryable=exc.retryable))
+    error = JobError(code=exc.code, message=exc.message, retryable=exc.retryable)
+    return await _outcome(store, jctx.job.id, lambda: store.transition(
+        jctx.job.id, JobState.failed, artifacts=jctx.artifacts, known=jctx.job, cleanup=arq_cleanup(jctx.job),
+        error=error))
+
+
+async def _outcome(store: JobStore, job_id: str, write: Callable[[], Awaitable[Job]]) -> Job:
+    """Write a job's outcome, waiting out a Redis blip (restart, failover) rather than losing work
+    that is already done. A retry that finds the outcome already written (the reply was lost) is done."""
+    delays, retried = iter(REDIS_BLIP_DELAYS), False
+    while True:
+        try:
+            return await write()
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            delay = next(delays, None)
+            if delay is None:
+                raise
+            retried = True
+            await asyncio.sleep(delay)
+        except Conflict:
+            if not retried:
+                raise
+            job = await store.get(job_id)
+            if not job.terminal:
+                raise
+            return job
 
 
 async def _on_cancelled(worker: MediaflowWorker, store: JobStore, jctx: JobContext) -> None:
