@@ -380,16 +380,47 @@ def test_network_policies(rendered: dict[str, list[Manifest]], value_set: str) -
         if name in WORKER_DEPLOYMENTS:
             peers = [peer for rule in ingress for peer in rule["from"]]
             assert all(_selects(peer["podSelector"], pods[GATEWAY]) for peer in peers), name
-            egress_ports = {port["port"] for p in applying for rule in p["spec"].get("egress", [])
-                            for port in rule.get("ports", [])}
+            egress = [rule for p in applying for rule in p["spec"].get("egress", [])]
+            downloads = [rule for rule in egress if _public_internet(rule)]
+            egress_ports = {port["port"] for rule in egress if rule not in downloads for port in rule.get("ports", [])}
             assert 53 in egress_ports
             assert egress_ports <= {53, 6379, 6380, 443, 9000, 4317, 4318}, egress_ports
+            # URL inputs: out to public addresses on the download ports only, never the private ranges
+            assert [{port["port"] for port in rule["ports"]} for rule in downloads] == [{80, 443}], name
     gateway_egress = [rule for p in policies if _selects(p["spec"]["podSelector"], pods[GATEWAY])
                       for rule in p["spec"].get("egress", [])]
     grpc_rules = [rule for rule in gateway_egress if any(
         "podSelector" in peer and _selects(peer["podSelector"], pods[f"{RELEASE}-transcriber"])
         for peer in rule.get("to", []))]
     assert {port["port"] for rule in grpc_rules for port in rule["ports"]} == {50051, 50052}
+
+
+def _public_internet(rule: dict[str, Any]) -> bool:
+    """An egress rule to everything but the private ranges (the URL-input downloads)."""
+    blocks = [peer["ipBlock"] for peer in rule.get("to", []) if "ipBlock" in peer]
+    wide = {b["cidr"]: set(b.get("except", [])) for b in blocks if b["cidr"] in ("0.0.0.0/0", "::/0")}
+    if not wide:
+        return False
+    assert wide["0.0.0.0/0"] >= {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+                                 "127.0.0.0/8", "100.64.0.0/10"}, wide
+    assert wide["::/0"] >= {"::1/128", "fc00::/7", "fe80::/10"}, wide
+    return True
+
+
+def test_url_inputs_follow_the_values(render: Callable[..., list[Manifest]]) -> None:
+    """Turned off, URL inputs are refused by the services and the workers get no internet egress;
+    listed private hosts reach both the settings and the NetworkPolicy."""
+    off = render(set_values={"config.urlInputs.enabled": "false"})
+    assert by_kind(off, "ConfigMap")[RELEASE]["data"]["MEDIAFLOW_URL_INPUTS"] == "false"
+    workers = by_kind(off, "NetworkPolicy")[f"{RELEASE}-workers"]
+    assert not any(_public_internet(rule) for rule in workers["spec"]["egress"])
+    on = render(CHART / "ci" / "s3-values.yaml")
+    data = by_kind(on, "ConfigMap")[RELEASE]["data"]
+    assert data["MEDIAFLOW_URL_INPUTS"] == "true"
+    assert Settings(url_allowed_hosts=data["MEDIAFLOW_URL_ALLOWED_HOSTS"]).url_allowed_hosts == [
+        "minio.minio.svc", "10.96.0.0/12"]
+    rules = [r for r in by_kind(on, "NetworkPolicy")[f"{RELEASE}-workers"]["spec"]["egress"] if _public_internet(r)]
+    assert {"cidr": "10.96.0.0/12"} in [peer["ipBlock"] for peer in rules[0]["to"]]
 
 
 def test_keda_operator_may_reach_the_bundled_redis(rendered: dict[str, list[Manifest]]) -> None:
