@@ -17,6 +17,7 @@ from helm_support import CHART, K8S_VERSION, NAMESPACE, RELEASE, VALUE_SETS, Man
 
 from mediaflow.common import queues
 from mediaflow.common.settings import Settings
+from mediaflow.compositor.config import CompositorConfig
 
 GPU_SETS = {"gpu"}
 WORKER_DEPLOYMENTS = {
@@ -166,7 +167,8 @@ def test_rendered_environment_is_read_by_settings(rendered: dict[str, list[Manif
     """Every MEDIAFLOW_* variable the chart sets is a Settings field and parses (no silent typos)."""
     manifests = rendered[value_set]
     configmaps = by_kind(manifests, "ConfigMap")
-    fields = {f"MEDIAFLOW_{name.upper()}" for name in Settings.model_fields}
+    fields = {f"MEDIAFLOW_{name.upper()}" for name in Settings.model_fields} | {
+        f"MEDIAFLOW_COMPOSE_{name.upper()}" for name in CompositorConfig.model_fields}
     for name, spec in pod_specs(manifests).items():
         if name.endswith("-redis"):
             continue
@@ -178,6 +180,7 @@ def test_rendered_environment_is_read_by_settings(rendered: dict[str, list[Manif
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         settings = Settings()
+        CompositorConfig()  # the compositor's own knobs parse too
         assert settings.storage_url.startswith(("file:///", "s3://"))
         assert settings.redis_url.startswith(("redis://", "rediss://"))
 
