@@ -111,7 +111,8 @@ async def compose(ctx: JobContext) -> dict[str, Any]:
     choice = encoders.choose(requested, rt.encoder)
     started = time.monotonic()
     log = FfmpegLog()
-    with tempfile.TemporaryDirectory(prefix="mediaflow_compose_") as tmp:
+    # Named after the job, so an operator (or a test) can tell whose files these are.
+    with tempfile.TemporaryDirectory(prefix=f"mediaflow_compose_{ctx.job.id}_") as tmp:
         workdir = Path(tmp)
         try:
             with ctx.stage("prefetch"):
