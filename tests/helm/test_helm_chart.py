@@ -426,6 +426,24 @@ def test_url_inputs_follow_the_values(render: Callable[..., list[Manifest]]) -> 
     assert {"cidr": "10.96.0.0/12"} in [peer["ipBlock"] for peer in rules[0]["to"]]
 
 
+def test_webhooks_follow_the_values(render: Callable[..., list[Manifest]]) -> None:
+    """Off by default; with a secret every pod gets it from a Secret (the gateway to accept webhook
+    URLs, the workers to sign deliveries), and the workers keep their egress even with URL inputs off."""
+    def secret_refs(manifests: list[Manifest]) -> dict[str, str]:
+        return {name: env["valueFrom"]["secretKeyRef"]["name"] for name, spec in pod_specs(manifests).items()
+                for env in spec["containers"][0].get("env", []) if env["name"] == "MEDIAFLOW_WEBHOOK_SECRET"}
+
+    assert secret_refs(render()) == {}
+    secret = "whsec_" + "A" * 43 + "="
+    on = render(set_values={"webhooks.secret": secret, "config.urlInputs.enabled": "false"})
+    refs = secret_refs(on)
+    assert set(refs) == {GATEWAY, *WORKER_DEPLOYMENTS} and set(refs.values()) == {f"{RELEASE}-webhooks"}
+    assert by_kind(on, "Secret")[f"{RELEASE}-webhooks"]["stringData"]["webhook-secret"] == secret
+    workers = by_kind(on, "NetworkPolicy")[f"{RELEASE}-workers"]
+    assert any(_public_internet(rule) for rule in workers["spec"]["egress"])
+    assert set(secret_refs(render(CHART / "ci" / "s3-values.yaml")).values()) == {"mediaflow-webhooks"}
+
+
 def test_keda_operator_may_reach_the_bundled_redis(rendered: dict[str, list[Manifest]]) -> None:
     policy = by_kind(rendered["default"], "NetworkPolicy")[f"{RELEASE}-redis"]
     peers = policy["spec"]["ingress"][0]["from"]

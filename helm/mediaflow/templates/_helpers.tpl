@@ -167,6 +167,11 @@ compositorHeavy:
   valueFrom:
     secretKeyRef: {name: {{ . }}, key: AWS_SECRET_ACCESS_KEY}
 {{- end }}
+{{- with include "mediaflow.webhookSecretName" . }}
+- name: MEDIAFLOW_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef: {name: {{ . }}, key: webhook-secret}
+{{- end }}
 {{- if .Values.otel.endpoint }}
 - name: OTEL_RESOURCE_ATTRIBUTES
   value: {{ include "mediaflow.otelResourceAttributes" . | quote }}
@@ -221,4 +226,13 @@ seccompProfile:
 - name: storage
   mountPath: {{ .Values.storage.pvc.mountPath }}
 {{- end }}
+{{- end -}}
+
+{{/* The Secret holding the webhook signing secret, or "" when webhooks are off. */}}
+{{- define "mediaflow.webhookSecretName" -}}
+{{- if .Values.webhooks.existingSecret -}}
+{{- .Values.webhooks.existingSecret -}}
+{{- else if .Values.webhooks.secret -}}
+{{- printf "%s-webhooks" (include "mediaflow.fullname" .) -}}
+{{- end -}}
 {{- end -}}

@@ -31,6 +31,7 @@ class JobResource(BaseModel):
     error: JobError | None
     parent_id: str | None
     children: list[str]
+    webhook_url: str | None = None
 
 
 class JobList(BaseModel):

@@ -17,6 +17,7 @@ from mediaflow.common.jobs import Job, JobType, Media
 from mediaflow.common.options import parse_options
 from mediaflow.common.queues import queue_for
 from mediaflow.common.storage import allowed_path
+from mediaflow.common.webhooks import check_webhook_url
 
 from .inputs import check_input_shape, checked_url, media_input
 from .services import Services
@@ -47,6 +48,8 @@ class JobRequest(BaseModel):
     type: str = Field(description="transcribe | compose | caption | probe")
     input: JobInput | None = None
     options: dict[str, Any] | None = None
+    webhook_url: str | None = Field(None, description="called (POST, signed per Standard Webhooks) when the job "
+                                                      "ends; 422 webhooks_disabled when the server has no secret")
 
 
 class BatchRequest(BaseModel):
@@ -99,7 +102,7 @@ async def build_job(body: dict[str, Any], tenant: str, svc: Services, media: Med
     """Validate a job body and resolve its inputs; raises MediaflowError / Problem with a code."""
     media = media or MediaCache(svc, tenant)
     job_type = parse_type(body.get("type"))
-    unknown = set(body) - {"type", "input", "options"}
+    unknown = set(body) - {"type", "input", "options", "webhook_url"}
     if unknown:
         raise MediaflowError(f"unknown field(s) {', '.join(sorted(unknown))}", code="invalid_request", status=422)
     raw_options = body.get("options")
@@ -122,9 +125,13 @@ async def build_job(body: dict[str, Any], tenant: str, svc: Services, media: Med
         resolved_input = {"path": await _allowed_path(svc, named["path"])}
     if job_type == JobType.compose:
         await _check_option_media(options, svc, media)
+    webhook_url = None
+    if body.get("webhook_url") is not None:
+        webhook_url = await asyncio.to_thread(check_webhook_url, body["webhook_url"], svc.settings)
 
     return Job(id=new_job_id(), type=job_type, queue=queue_for(job_type, options, svc.settings),
-               max_attempts=svc.settings.max_tries, options=options, input=resolved_input, tenant=tenant)
+               max_attempts=svc.settings.max_tries, options=options, input=resolved_input, tenant=tenant,
+               webhook_url=webhook_url)
 
 
 def rejection(index: int, exc: Exception) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import mimetypes
 import re
@@ -210,6 +211,14 @@ class _CheckedTransport(httpx.HTTPTransport):
         # httpx has no public hook for the network backend: swap in a pool built the same way, with ours.
         self._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), max_connections=4,
                                              network_backend=_CheckedBackend(policy))
+
+
+def checked_client(settings: Settings, timeout: float) -> httpx.Client:
+    """An HTTP client whose every connection goes through the URL policy (for outgoing calls such as
+    webhooks: allowed whether or not URL inputs are), with no redirects and no proxy variables."""
+    policy = dataclasses.replace(UrlPolicy.from_settings(settings), enabled=True)
+    return httpx.Client(transport=_CheckedTransport(policy), timeout=timeout, follow_redirects=False,
+                        trust_env=False)
 
 
 @dataclass

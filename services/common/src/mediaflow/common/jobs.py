@@ -82,6 +82,7 @@ class Job(BaseModel):
     error: JobError | None = None
     parent_id: str | None = None
     children: list[str] = Field(default_factory=list)
+    webhook_url: str | None = None  # notified (signed) when the job ends
     # internal: never rendered to clients
     tenant: str = Field(default="default", exclude=True)
     traceparent: str | None = Field(default=None, exclude=True)

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
 
     # URL inputs ({"url": ...}): fetched by the worker that needs the media (fetch.py)
     url_inputs: bool = True  # false: a URL input is refused with 422 url_inputs_disabled
+    # Signed webhooks (webhooks.py): the Standard Webhooks secret ("whsec_<base64>"); unset = no webhooks.
+    webhook_secret: str = ""
+    webhook_timeout: float = 10.0
+    webhook_retry_after: float = 30.0  # an unacknowledged delivery is tried again after this long
+    webhook_max_deliveries: int = 8
     # Hosts a URL may name even though they resolve to non-public addresses (SSRF policy):
     # "minio.internal,10.0.5.0/24,127.0.0.1" — host names (exact), IP addresses or networks.
     url_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -71,24 +71,35 @@ Mutation = Callable[[Job], "list[tuple[str, dict[str, Any]]] | None"]
 
 
 # Set the record only if it is still what we read, append the events, and in the same atomic step:
-# count a job that has just finished in its queue's recent outcomes (ARGV[7] = 1: KEYS[3]), delete the
-# ARGV[8] keys that follow and drop the job from the ARGV[9] sorted sets after them (`Cleanup`).
+# count a job that has just finished in its queue's recent outcomes (ARGV[7] = 1: the next key), queue
+# its webhook (ARGV[10] = 1: the next key, a stream), delete the ARGV[8] keys that follow and drop the
+# job from the ARGV[9] sorted sets after them (`Cleanup`). Events start at ARGV[12].
 CAS_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
-for i = 10, #ARGV, 2 do
+for i = 12, #ARGV, 2 do
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[i], 'data', ARGV[i + 1])
 end
 local k = 3
 if ARGV[7] == '1' then
-  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], 0, ARGV[6])
-  k = 4
+  redis.call('ZADD', KEYS[k], ARGV[4], ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[k], 0, ARGV[6])
+  k = k + 1
+end
+if ARGV[10] == '1' then
+  redis.call('XADD', KEYS[k], 'MAXLEN', '~', 100000, '*', 'job_id', ARGV[5], 'state', ARGV[11])
+  k = k + 1
 end
 for _ = 1, tonumber(ARGV[8]) do redis.call('DEL', KEYS[k]); k = k + 1 end
 for _ = 1, tonumber(ARGV[9]) do redis.call('ZREM', KEYS[k], ARGV[5]); k = k + 1 end
 return 1
 """
+WEBHOOK_STREAM = "mediaflow:webhooks"  # jobs whose webhook is due (webhooks.py delivers)
+
+
+def notifies(before: JobState, job: Job) -> bool:
+    """Whether this write ends a job that has a webhook to call."""
+    return bool(job.webhook_url) and before not in TERMINAL and job.state in TERMINAL
 
 
 class Cleanup(NamedTuple):
@@ -156,6 +167,9 @@ class JobStore:
                         now = time.time()
                         pipe.zadd(stats_key(job.queue, job.state.value), {job.id: now})
                         pipe.zremrangebyscore(stats_key(job.queue, job.state.value), 0, now - STATS_WINDOW_S)
+                    if notifies(before, job):
+                        pipe.xadd(WEBHOOK_STREAM, {"job_id": job.id, "state": job.state.value},
+                                  maxlen=100_000, approximate=True)
                     if cleanup:
                         if cleanup.delete:
                             pipe.delete(*cleanup.delete)
@@ -194,13 +208,16 @@ class JobStore:
         new = job.internal_json().encode()
         keys = [job_key(job.id), events_key(job.id)]
         now = time.time()
-        counted = just_finished(before, job)
+        counted, notify = just_finished(before, job), notifies(before, job)
         if counted:
             keys.append(stats_key(job.queue, job.state.value))
+        if notify:
+            keys.append(WEBHOOK_STREAM)
         cleanup = cleanup or Cleanup()
         keys += [*cleanup.delete, *cleanup.leave]
         args: list[str | bytes | int | float] = [raw, new, EVENTS_MAXLEN, now, job.id, now - STATS_WINDOW_S,
-                                                 int(counted), len(cleanup.delete), len(cleanup.leave)]
+                                                 int(counted), len(cleanup.delete), len(cleanup.leave),
+                                                 int(notify), job.state.value]
         for name, data in events:
             args += [name, json.dumps(data)]
         if not await self._cas(keys=keys, args=args):

@@ -43,6 +43,7 @@ from .settings import Settings
 from .storage import Storage, open_storage
 from .store import Cleanup, JobStore, job_key, state_event
 from .telemetry import job_span, setup_tracing
+from .webhooks import WebhookDeliverer
 
 log = logging.getLogger("mediaflow.worker")
 WORKERS_KEY = "mediaflow:workers"
@@ -77,6 +78,7 @@ class MediaflowWorker(Worker):
         self._holding: set[str] = set()  # jobs claimed whose slot is not yet given back
         self.store: JobStore | None = None
         self._claim: AsyncScript | None = None
+        self._webhooks: asyncio.Task[None] | None = None
         self.storage: Storage = open_storage(settings.storage_url)
         self.info: dict[str, Any] = {}
 
@@ -84,6 +86,9 @@ class MediaflowWorker(Worker):
         self._wake_redis = Redis.from_url(self.settings.redis_url)
         self.store = JobStore(Redis.from_url(self.settings.redis_url))
         self._claim = self.store.redis.register_script(CLAIM_SCRIPT)  # EVALSHA: the script is not resent
+        if self.settings.webhook_secret:  # every worker process also delivers due webhooks
+            deliverer = WebhookDeliverer(self.store.redis, self.store, self.settings, self.worker_id)
+            self._webhooks = asyncio.create_task(deliverer.run())
         await super().main()
 
     async def _poll_iteration(self) -> None:
@@ -240,6 +245,10 @@ class MediaflowWorker(Worker):
         super().handle_sig(signum)
 
     async def close(self) -> None:
+        if self._webhooks is not None:
+            self._webhooks.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._webhooks
         with contextlib.suppress(Exception):
             if self._pool is not None:
                 await self.pool.hdel(WORKERS_KEY, self.worker_id)
