@@ -1,6 +1,6 @@
 """Run every benchmark in turn (`make bench`); each prints its table and writes bench/results/*.json.
 
-  .venv/bin/python -m bench [dispatch submit compose transcribe]
+  .venv/bin/python -m bench [dispatch submit compose accuracy]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ BENCHES = {
     "dispatch": [sys.executable, "-m", "bench.dispatch"],
     "submit": [sys.executable, "-m", "bench.submit"],
     "compose": [sys.executable, "-m", "bench.compose"],
-    "transcribe": [sys.executable, str(ROOT / "bench" / "transcribe.py")],
+    "accuracy": [sys.executable, "-m", "bench.accuracy"],
 }
 
 

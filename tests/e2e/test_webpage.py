@@ -3,7 +3,10 @@ it finish over SSE, see it in the job list and download its artifact."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -16,7 +19,11 @@ from gateway_support import running_compositor, running_gateway
 
 from mediaflow.common.context import JobContext
 from mediaflow.common.jobs import JobType
+from mediaflow.common.queues import TRANSCRIBE_QUEUE
+from mediaflow.common.worker import create_worker
 from mediaflow.compositor import jobs as compositor_jobs
+from mediaflow.transcriber import jobs as transcriber_jobs
+from mediaflow.transcriber.model import get_models
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -81,3 +88,32 @@ async def test_upload_and_follow_a_job_in_the_browser(redis, settings, media, br
         await page.wait_for_function("document.querySelector('#error').textContent.includes('unauthorized')")
         assert errors == []
         await context.close()
+
+
+async def test_transcribe_job_shows_speech_coverage(redis, settings, media, browser):
+    """A real transcribe job (real model, in-process worker): the page shows how much speech the words cover."""
+    get_models(settings)  # loaded before the worker starts, as the worker's startup does
+    worker = create_worker(TRANSCRIBE_QUEUE, {JobType.transcribe: transcriber_jobs.transcribe}, settings,
+                           handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        async with running_gateway(settings) as base:
+            page = await browser.new_page()
+            await page.goto(base + "/")
+            await page.fill("#api-key", "key-alice")
+            await page.click("#save-key")
+            await page.set_input_files("#file", str(media / "jfk.flac"))
+            await page.select_option("#job-type", "transcribe")
+            await page.click("#submit")
+            await page.wait_for_selector('#current[data-state="succeeded"]', timeout=120_000)
+            await page.wait_for_selector("#metrics:not([hidden])", timeout=10_000)
+            text = await page.inner_text("#metrics")
+            speech, covered = (float(x) for x in re.findall(r"([0-9.]+) s", text)[:2])
+            assert 8 < speech <= 11.5 and covered >= 0.9 * speech, text
+            assert "windows decoded again 0" in text
+            await page.close()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await worker.close()

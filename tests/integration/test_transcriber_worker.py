@@ -54,6 +54,10 @@ async def test_transcribe_job_writes_all_artifacts(redis, settings, media, model
     assert names == {"captions.srt", "captions.vtt", "captions.scc", "captions.ass", "transcript.json",
                      "transcript.txt"}
     assert done.result["language"] == "en" and done.result["word_count"] > 90
+    metrics = done.result["metrics"]  # the coverage guard's account of the 53 s reading
+    assert 40 < metrics["speech_seconds"] < 55
+    assert metrics["covered_speech_seconds"] >= 0.95 * metrics["speech_seconds"]
+    assert metrics["redecoded_windows"] >= 0
     data = json.loads(storage.open(f"jobs/{job.id}/transcript.json").read())
     assert data["language"] == "en" and data["segments"][0]["words"][0]["start"] >= 0
     assert data["analytics"]["summary"] and data["analytics"]["keywords"]

@@ -195,7 +195,19 @@ def finish(client: MediaflowClient, job: dict[str, Any], out_dir: Path | None, q
         for path in files:
             table.add_row(str(path), f"{path.stat().st_size:,}")
         out.print(table)
+    if not quiet and (line := coverage_line((final.get("result") or {}).get("metrics"))):
+        out.print(line)
     return final, files
+
+
+def coverage_line(metrics: dict[str, Any] | None) -> str | None:
+    """The transcriber's coverage guard in one line: speech found, speech the words cover, re-decodes."""
+    if not metrics or "speech_seconds" not in metrics:
+        return None
+    speech, covered = metrics["speech_seconds"], metrics["covered_speech_seconds"]
+    share = f" ({covered / speech:.0%})" if speech else ""
+    return (f"speech {speech:.1f} s, covered by words {covered:.1f} s{share}, "
+            f"windows decoded again {metrics.get('redecoded_windows', 0)}")
 
 
 def submit_and_finish(client: MediaflowClient, body: dict[str, Any], out_dir: Path | None, detach: bool,

@@ -39,4 +39,6 @@ async def transcribe(ctx: JobContext) -> dict[str, Any]:
         "segments": len(transcript.segments),
         "model": transcript.model,
         "text_preview": transcript.text[:280],
+        # the coverage guard's account: how much detected speech the words cover
+        "metrics": transcript.coverage.model_dump(),
     }

@@ -32,6 +32,14 @@ class SpeakerTurn(BaseModel):
     end: float
 
 
+class Coverage(BaseModel):
+    """How much of the detected speech the words cover (the ASR coverage guard's account)."""
+
+    speech_seconds: float = 0.0
+    covered_speech_seconds: float = 0.0
+    redecoded_windows: int = 0
+
+
 class Transcript(BaseModel):
     language: str
     duration: float
@@ -41,6 +49,7 @@ class Transcript(BaseModel):
     speakers: list[str] = Field(default_factory=list)
     turns: list[SpeakerTurn] = Field(default_factory=list)
     analytics: dict[str, Any] = Field(default_factory=dict)
+    coverage: Coverage = Field(default_factory=Coverage)
 
     @property
     def text(self) -> str:

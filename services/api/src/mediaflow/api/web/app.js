@@ -74,6 +74,7 @@ async function submit(event) {
 function follow(job) {
   if (source) source.close();
   $("#current-id").textContent = job.id;
+  $("#metrics").hidden = true;
   $("#current").dataset.jobId = job.id;
   render(job.state, job.progress, job.stage);
   const url = `v1/jobs/${encodeURIComponent(job.id)}/events?access_token=${encodeURIComponent(apiKey)}`;
@@ -91,8 +92,24 @@ function follow(job) {
       source.close();
       source = null;
       refreshJobs();
+      showMetrics(job.id);
     }
   });
+}
+
+// The transcriber's coverage guard: how much detected speech the transcript's words cover.
+async function showMetrics(jobId) {
+  try {
+    const job = await api(`v1/jobs/${encodeURIComponent(jobId)}`);
+    const m = (job.result || {}).metrics;
+    if (!m || typeof m.speech_seconds !== "number") return;
+    const share = m.speech_seconds ? ` (${Math.round((100 * m.covered_speech_seconds) / m.speech_seconds)} %)` : "";
+    $("#metrics").textContent = `speech ${m.speech_seconds.toFixed(1)} s, covered by words ` +
+      `${m.covered_speech_seconds.toFixed(1)} s${share}, windows decoded again ${m.redecoded_windows}`;
+    $("#metrics").hidden = false;
+  } catch (err) {
+    showError(err);
+  }
 }
 
 function render(state, progress, stage, message) {
