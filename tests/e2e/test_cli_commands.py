@@ -139,7 +139,7 @@ def test_embedded_stack_runs_the_job_and_leaves_nothing_running(media: Path, tmp
 
 def test_retry_follow_waits_for_the_new_attempt(server: UpProcess, media: Path, tmp_path: Path) -> None:
     env = server.client_env()
-    submitted = cli("probe", str(media / "jfk.flac"), "--hold-seconds", "3", "--detach", env=env)
+    submitted = cli("probe", str(media / "jfk.flac"), "--hold-seconds", "8", "--detach", env=env)
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"j_\w+", job_id)
