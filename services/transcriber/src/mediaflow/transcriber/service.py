@@ -8,8 +8,8 @@ from pathlib import Path
 from mediaflow.common.options.transcribe import TranscribeOptions
 
 from .analytics import analytics
-from .diarize import EmbeddingCollector, apply_speakers, backend_name, pyannote_turns
-from .model import Models
+from .diarize import NeuralDiarizer, apply_speakers, pyannote_turns
+from .model import Models, diarization_backend
 from .pipeline import Progress, transcribe_file
 from .transcript import Transcript
 
@@ -18,8 +18,8 @@ def run_transcription(models: Models, path: Path, options: TranscribeOptions, pr
                       temperature: float = 0.0) -> Transcript:
     try:
         diarize = options.diarize or bool(options.num_speakers or options.min_speakers or options.max_speakers)
-        use_pyannote = diarize and backend_name(models.settings) == "pyannote"
-        collector = EmbeddingCollector() if diarize and not use_pyannote else None
+        use_pyannote = diarize and diarization_backend(models.settings) == "pyannote"
+        collector = NeuralDiarizer() if diarize and not use_pyannote else None
 
         def asr_progress(fraction: float, stage: str) -> None:
             if progress is not None:
