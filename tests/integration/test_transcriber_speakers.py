@@ -95,3 +95,23 @@ def test_runs_offline(media, monkeypatch):
     diarization_models()
     turns = diarize_file(media / "pyannote_sample.wav")
     assert len(speakers_of(turns)) == 2
+
+
+def test_diarized_job_output_has_rttm_with_word_labels(models, media, tmp_path):
+    """speakers.rttm carries the diarizer's who-spoke-when (overlap included) under the words' labels,
+    and scores as well as the diarization stage itself on a real meeting."""
+    from mediaflow.transcriber.captions import RTTM_ARTIFACT, render
+
+    path = media / "meeting_dev_ami_trn04.wav"
+    options = TranscribeOptions(diarize=True)
+    transcript = run_transcription(models, path, options)
+    files = render(transcript, ["json"], options.captions)
+    rttm = tmp_path / "speakers.rttm"
+    rttm.write_bytes(files[RTTM_ARTIFACT][0])
+    fields = [line.split() for line in rttm.read_text().splitlines()]
+    assert fields and all(f[0] == "SPEAKER" and len(f) == 10 for f in fields)
+    turns = [(f[7], float(f[3]), float(f[3]) + float(f[4])) for f in fields]
+    assert set(transcript.speakers) <= speakers_of(turns)
+    assert der(path.with_suffix(".rttm"), turns, path.with_suffix(".uem")) <= 0.33
+    assert "speakers.rttm" not in render(run_transcription(models, media / "jfk.flac", TranscribeOptions()),
+                                         ["json"], options.captions)

@@ -370,6 +370,9 @@ def apply_speakers(transcript: Transcript, raw_turns: list[SpeakerTurn]) -> None
             seg.speaker = names.setdefault(fallback, f"SPEAKER_{len(names):02d}")
     transcript.segments = _split_by_speaker(transcript.segments)
     transcript.speakers = sorted(set(names.values()))
+    transcript.diarization = [
+        SpeakerTurn(speaker=names.setdefault(t.speaker, f"SPEAKER_{len(names):02d}"), start=round(t.start, 3),
+                    end=round(t.end, 3)) for t in sorted(raw_turns, key=lambda t: t.start)]
     transcript.turns = []
     for seg in transcript.segments:
         if transcript.turns and transcript.turns[-1].speaker == seg.speaker:

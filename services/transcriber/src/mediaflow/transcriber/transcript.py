@@ -47,7 +47,10 @@ class Transcript(BaseModel):
     model: str = ""
     segments: list[Segment] = Field(default_factory=list)
     speakers: list[str] = Field(default_factory=list)
-    turns: list[SpeakerTurn] = Field(default_factory=list)
+    turns: list[SpeakerTurn] = Field(default_factory=list)  # runs of words by one speaker
+    # who spoke when as the diarizer heard it (overlaps and speech without words included), with the
+    # same SPEAKER_xx labels as the words; written as speakers.rttm
+    diarization: list[SpeakerTurn] = Field(default_factory=list)
     analytics: dict[str, Any] = Field(default_factory=dict)
     coverage: Coverage = Field(default_factory=Coverage)
 

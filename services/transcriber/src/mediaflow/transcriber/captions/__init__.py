@@ -8,10 +8,11 @@ from ..transcript import Transcript
 from .cues import Cue, build_cues
 from .scc import SCC_COLUMNS, SCC_ROWS, to_scc
 from .subtitles import to_ass, to_srt, to_vtt
-from .transcript_files import to_json, to_txt
+from .transcript_files import to_json, to_rttm, to_txt
 
 ARTIFACT_NAMES = {"srt": "captions.srt", "vtt": "captions.vtt", "scc": "captions.scc", "ass": "captions.ass",
                   "json": "transcript.json", "txt": "transcript.txt"}
+RTTM_ARTIFACT = "speakers.rttm"  # written whenever the transcript was diarized
 CONTENT_TYPES = {"srt": "application/x-subrip", "vtt": "text/vtt", "scc": "text/x-scc",
                  "ass": "text/x-ssa", "json": "application/json", "txt": "text/plain; charset=utf-8"}
 
@@ -35,7 +36,9 @@ def render(transcript: Transcript, formats: list[str], rules: CaptionRules) -> d
         else:
             continue
         out[ARTIFACT_NAMES[fmt]] = (text.encode("utf-8"), CONTENT_TYPES[fmt])
+    if transcript.diarization:
+        out[RTTM_ARTIFACT] = (to_rttm(transcript).encode("utf-8"), "text/plain; charset=utf-8")
     return out
 
 
-__all__ = ["ARTIFACT_NAMES", "CONTENT_TYPES", "Cue", "build_cues", "render"]
+__all__ = ["ARTIFACT_NAMES", "CONTENT_TYPES", "RTTM_ARTIFACT", "Cue", "build_cues", "render"]

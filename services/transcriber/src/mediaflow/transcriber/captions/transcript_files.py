@@ -1,4 +1,5 @@
-"""transcript.json (segments, words with times and speakers, language, analytics) and transcript.txt."""
+"""transcript.json (segments, words with times and speakers, language, analytics), transcript.txt and
+speakers.rttm (the diarization in NIST RTTM, the format diarization tools score and exchange)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,8 @@ def to_txt(transcript: Transcript) -> str:
                 paragraphs.append((speaker, []))
             paragraphs[-1][1].append(text)
     return "\n\n".join(f"{sp}: {' '.join(t)}" if sp else " ".join(t) for sp, t in paragraphs) + "\n"
+
+
+def to_rttm(transcript: Transcript, uri: str = "media") -> str:
+    return "".join(f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
+                   for t in transcript.diarization if t.end > t.start)
