@@ -145,6 +145,7 @@ async def test_caption_pipeline_end_to_end(redis, pipe_settings, transcriber):
     assert c.options["captions"] == {**c.options["captions"], "job_id": transcribe_id, "mode": "both"}
     assert {"output.mp4", "ffmpeg.log", "captions.srt"} <= {a.name for a in done.artifacts}
     assert done.result["compose_job_id"] == compose_id and done.result["encoder"] == "libx264"
+    assert done.result["metrics"]["covered_speech_seconds"] > 0  # the transcribe step's speech coverage
     out = open_storage(pipe_settings.storage_url).path(f"jobs/{parent.id}/output.mp4")
     meta = ffprobe(out)
     assert stream(meta, "subtitle")["codec_name"] == "mov_text"

@@ -166,8 +166,12 @@ async def advance_parent(store: JobStore, storage: Storage, settings: Settings, 
             return  # compose step already created (a repeated call)
         await _start_compose(store, settings, parent, child)
     elif child.type == JobType.compose:
-        artifacts = await asyncio.to_thread(_adopt_artifacts, storage, parent, await store.get_many(parent.children))
+        children = await store.get_many(parent.children)
+        artifacts = await asyncio.to_thread(_adopt_artifacts, storage, parent, children)
         result = {**(child.result or {}), "transcribe_job_id": parent.children[0], "compose_job_id": child.id}
+        transcribed = next((c.result for c in children if c.id == parent.children[0] and c.result), {})
+        if "metrics" in transcribed:  # the transcriber's speech coverage, shown for the whole caption job
+            result["metrics"] = transcribed["metrics"]
         await _finish(store, parent.id, JobState.succeeded, progress=1.0, stage="done", message="",
                       result=result, artifacts=artifacts)
 
