@@ -183,7 +183,7 @@ class Decoder:
             append_punctuations="\"'.。,，!！?？:：”)]}、", multilingual=False, max_new_tokens=None,
             clip_timestamps=[], hallucination_silence_threshold=None, hotwords=None)
 
-    def with_language(self) -> str:
+    def language_or_english(self) -> str:
         return self.language or "en"
 
 
@@ -304,7 +304,7 @@ def transcribe_file(models: Models, path: Path | str, options: TranscribeOptions
     _tidy_words(segments, duration)
     coverage.speech_seconds = round(coverage.speech_seconds, 2)
     coverage.covered_speech_seconds = round(min(coverage.covered_speech_seconds, coverage.speech_seconds), 2)
-    return Transcript(language=decoder.with_language(), duration=duration, task=options.task,
+    return Transcript(language=decoder.language_or_english(), duration=duration, task=options.task,
                       model=models.info.model, segments=segments, coverage=coverage)
 
 
