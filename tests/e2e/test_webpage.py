@@ -37,6 +37,15 @@ async def probe_with_report(ctx: JobContext) -> dict:
     return info
 
 
+async def start_job(page, path: Path, job_type: str) -> None:
+    """Sign in with Alice's key, pick a file and a job type, and submit, as a user would."""
+    await page.fill("#api-key", "key-alice")
+    await page.click("#save-key")
+    await page.set_input_files("#file", str(path))
+    await page.select_option("#job-type", job_type)
+    await page.click("#submit")
+
+
 @pytest.fixture
 async def browser():
     if not Path(CHROMIUM).exists():
@@ -59,11 +68,7 @@ async def test_upload_and_follow_a_job_in_the_browser(redis, settings, media, br
         await page.goto(base + "/")
         assert await page.title() == "mediaflow"
 
-        await page.fill("#api-key", "key-alice")
-        await page.click("#save-key")
-        await page.set_input_files("#file", str(media / "jfk.flac"))
-        await page.select_option("#job-type", "probe")
-        await page.click("#submit")
+        await start_job(page, media / "jfk.flac", "probe")
 
         # progress and state arrive over the SSE stream until the job succeeds
         await page.wait_for_selector('#current[data-state="succeeded"]', timeout=30_000)
@@ -100,11 +105,7 @@ async def test_transcribe_job_shows_speech_coverage(redis, settings, media, brow
         async with running_gateway(settings) as base:
             page = await browser.new_page()
             await page.goto(base + "/")
-            await page.fill("#api-key", "key-alice")
-            await page.click("#save-key")
-            await page.set_input_files("#file", str(media / "jfk.flac"))
-            await page.select_option("#job-type", "transcribe")
-            await page.click("#submit")
+            await start_job(page, media / "jfk.flac", "transcribe")
             await page.wait_for_selector('#current[data-state="succeeded"]', timeout=120_000)
             await page.wait_for_selector("#metrics:not([hidden])", timeout=10_000)
             text = await page.inner_text("#metrics")
