@@ -12,7 +12,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export HF_HUB_OFFLINE := 1
 export PYANNOTE_METRICS_ENABLED := false
 
-.PHONY: demo test install system-deps lint protos bench clean
+.PHONY: demo test install system-deps lint checks protos bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -29,11 +29,18 @@ demo: install
 
 test: install
 	@scripts/system-deps.sh test
-	$(VENV)/bin/ruff check .
+	@$(MAKE) --no-print-directory checks
 	$(VENV)/bin/python -m pytest -ra
 
 lint: install
+	@$(MAKE) --no-print-directory checks
+
+# The boundaries the tools hold: lint, format, types (strict on the shared core), import contracts.
+checks:
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy -p mediaflow.common
+	$(VENV)/bin/lint-imports
 
 protos: install
 	$(VENV)/bin/python scripts/gen_protos.py

@@ -1,6 +1,6 @@
 """Run every benchmark in turn (`make bench`); each prints its table and writes bench/results/*.json.
 
-  .venv/bin/python -m bench [dispatch submit compose accuracy]
+.venv/bin/python -m bench [dispatch submit compose accuracy]
 """
 
 from __future__ import annotations

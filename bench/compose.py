@@ -30,9 +30,34 @@ ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT / "tests" / "fixtures" / "media"
 W, H, FPS = 1920, 1080, 30
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
-X264 = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-maxrate", "20M", "-bufsize", "40M",
-        "-profile:v", "high", "-g", "60", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "320k", "-ar", "48000", "-ac", "2", "-movflags", "+faststart"]
+X264 = [
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-crf",
+    "20",
+    "-maxrate",
+    "20M",
+    "-bufsize",
+    "40M",
+    "-profile:v",
+    "high",
+    "-g",
+    "60",
+    "-pix_fmt",
+    "yuv420p",
+    "-c:a",
+    "aac",
+    "-b:a",
+    "320k",
+    "-ar",
+    "48000",
+    "-ac",
+    "2",
+    "-movflags",
+    "+faststart",
+]
 SRT = """1
 00:00:01,000 --> 00:00:04,000
 From fairest creatures we desire increase,
@@ -61,14 +86,22 @@ def _ff(*args: str) -> None:
 
 def make_inputs(d: Path) -> dict[str, Any]:
     """Generated clips (lavfi, encoded like camera/phone files) + the real fixture clips."""
+
     def clip(name: str, size: str, seconds: float, fps: int, audio: str | None, src: str = "testsrc2") -> Path:
         out = d / name
         args = ["-f", "lavfi", "-i", f"{src}=s={size}:r={fps}:d={seconds}"]
         if audio:
-            args += ["-f", "lavfi", "-i", f"sine=f=330:r=44100:d={seconds}", "-af",
-                     f"aformat=channel_layouts={audio}", "-c:a", "aac"]
-        _ff(*args, "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p", "-shortest",
-            str(out))
+            args += [
+                "-f",
+                "lavfi",
+                "-i",
+                f"sine=f=330:r=44100:d={seconds}",
+                "-af",
+                f"aformat=channel_layouts={audio}",
+                "-c:a",
+                "aac",
+            ]
+        _ff(*args, "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p", "-shortest", str(out))
         return out
 
     logo = d / "logo.png"
@@ -91,8 +124,13 @@ def make_inputs(d: Path) -> dict[str, Any]:
         (MEDIA / "big_buck_bunny_small.mp4", 2.0, 5.0),
         (clip("scope.mp4", "1920x800", 2.5, 24, "stereo"), 0.0, 2.5),
     ]
-    return {"clips": [(str(p), s, e) for p, s, e in clips], "still": str(still), "still_seconds": 3.0,
-            "logo": str(logo), "srt": str(srt)}
+    return {
+        "clips": [(str(p), s, e) for p, s, e in clips],
+        "still": str(still),
+        "still_seconds": 3.0,
+        "logo": str(logo),
+        "srt": str(srt),
+    }
 
 
 def timeline(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -116,12 +154,22 @@ def run_mediaflow(inputs: dict[str, Any], out: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="mediaflow_bench_") as tmp:
             work = Path(tmp)
             settings = Settings(allowed_roots=[Path("/")])
-            plan = await build_plan(opts, MediaResolver(None, None, settings, work, "bench"),  # type: ignore[arg-type]
-                                    CompositorConfig())
+            plan = await build_plan(
+                opts,
+                MediaResolver(None, None, settings, work, "bench"),  # type: ignore[arg-type]
+                CompositorConfig(),
+            )
             srt = work / "captions.srt"
             srt.write_text(Path(inputs["srt"]).read_text())
-            req = RenderRequest(plan, out, work, output_args("libx264", H, "high", FPS), CompositorConfig(),
-                                burn=srt, style=CaptionStyle())
+            req = RenderRequest(
+                plan,
+                out,
+                work,
+                output_args("libx264", H, "high", FPS),
+                CompositorConfig(),
+                burn=srt,
+                style=CaptionStyle(),
+            )
             await render(req)
 
     asyncio.run(go())
@@ -144,9 +192,27 @@ def hand_written_command(inputs: dict[str, Any], out: Path) -> list[str]:
             args += ["-ss", f"{start}", "-t", f"{dur}", "-i", path]
         v = n
         n += 1
-        has_audio = not is_image and subprocess.run(
-            ["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries", "stream=index", "-of", "csv=p=0", path],
-            capture_output=True, text=True, check=True).stdout.strip() != ""
+        has_audio = (
+            not is_image
+            and subprocess.run(
+                [
+                    "ffprobe",
+                    "-v",
+                    "error",
+                    "-select_streams",
+                    "a",
+                    "-show_entries",
+                    "stream=index",
+                    "-of",
+                    "csv=p=0",
+                    path,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            != ""
+        )
         if has_audio:
             a = f"{v}:a"
         else:
@@ -154,10 +220,14 @@ def hand_written_command(inputs: dict[str, Any], out: Path) -> list[str]:
             a = f"{n}:a"
             n += 1
         k = len(pairs)
-        chains.append(f"[{v}:v]fps={FPS},scale=iw*sar:ih,scale={W}:{H}:force_original_aspect_ratio=decrease,"
-                      f"setsar=1,pad={W}:{H}:(ow-iw)/2:(oh-ih)/2,format=yuv420p[v{k}]")
-        chains.append(f"[{a}]aresample=48000:ochl=stereo:rematrix_maxval=1.0,"
-                      f"aformat=sample_fmts=fltp:channel_layouts=stereo[a{k}]")
+        chains.append(
+            f"[{v}:v]fps={FPS},scale=iw*sar:ih,scale={W}:{H}:force_original_aspect_ratio=decrease,"
+            f"setsar=1,pad={W}:{H}:(ow-iw)/2:(oh-ih)/2,format=yuv420p[v{k}]"
+        )
+        chains.append(
+            f"[{a}]aresample=48000:ochl=stereo:rematrix_maxval=1.0,"
+            f"aformat=sample_fmts=fltp:channel_layouts=stereo[a{k}]"
+        )
         pairs.append(f"[v{k}][a{k}]")
     args += ["-i", inputs["logo"]]
     logo = n
@@ -193,14 +263,29 @@ def run_moviepy(inputs: dict[str, Any], out: Path) -> None:
     subs = []
     for block in Path(inputs["srt"]).read_text().strip().split("\n\n"):
         _, times, text = block.split("\n", 2)
-        a, b = (sum(float(x) * m for x, m in zip(t.replace(",", ".").split(":"), (3600, 60, 1), strict=True))
-                for t in times.split(" --> "))
-        subs.append(TextClip(font=FONT, text=text, font_size=56, color="white", stroke_color="black", stroke_width=3)
-                    .with_start(a).with_duration(b - a).with_position(("center", H - 140)))
+        a, b = (
+            sum(float(x) * m for x, m in zip(t.replace(",", ".").split(":"), (3600, 60, 1), strict=True))
+            for t in times.split(" --> ")
+        )
+        subs.append(
+            TextClip(font=FONT, text=text, font_size=56, color="white", stroke_color="black", stroke_width=3)
+            .with_start(a)
+            .with_duration(b - a)
+            .with_position(("center", H - 140))
+        )
     final = CompositeVideoClip([joined, *subs], size=(W, H))
-    final.write_videofile(str(out), fps=FPS, codec="libx264", preset="veryfast", audio_codec="aac",
-                          audio_bitrate="320k", audio_fps=48000, threads=2, logger=None,
-                          ffmpeg_params=["-crf", "20", "-maxrate", "20M", "-bufsize", "40M", "-pix_fmt", "yuv420p"])
+    final.write_videofile(
+        str(out),
+        fps=FPS,
+        codec="libx264",
+        preset="veryfast",
+        audio_codec="aac",
+        audio_bitrate="320k",
+        audio_fps=48000,
+        threads=2,
+        logger=None,
+        ffmpeg_params=["-crf", "20", "-maxrate", "20M", "-bufsize", "40M", "-pix_fmt", "yuv420p"],
+    )
 
 
 VARIANTS = {"mediaflow": run_mediaflow, "hand": run_hand, "moviepy": run_moviepy}
@@ -217,24 +302,42 @@ def _child(variant: str, inputs_json: str, out: str) -> None:
         usage.append(resource.getrusage(resource.RUSAGE_SELF))
     cpu = sum(u.ru_utime + u.ru_stime for u in usage)
     # ffmpeg's own peak (the child) for the ffmpeg variants; the Python process for moviepy.
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if variant == "moviepy" else 0,
-               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    print(json.dumps({"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
-                      "peak_rss_mib": round(peak / 1024, 1)}))
+    peak = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if variant == "moviepy" else 0,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    )
+    print(
+        json.dumps({"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "peak_rss_mib": round(peak / 1024, 1)})
+    )
 
 
 def _measure(variant: str, inputs_json: Path, out: Path) -> dict[str, float]:
-    proc = subprocess.run([sys.executable, "-m", "bench.compose", "--child", variant, str(inputs_json), str(out)],
-                          cwd=ROOT, capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.compose", "--child", variant, str(inputs_json), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _probe(path: Path) -> dict[str, Any]:
-    info = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json",
-                                      str(path)], capture_output=True, text=True, check=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     v = next(s for s in info["streams"] if s["codec_type"] == "video")
-    return {"width": v["width"], "height": v["height"], "fps": v["r_frame_rate"],
-            "duration": round(float(info["format"]["duration"]), 3)}
+    return {
+        "width": v["width"],
+        "height": v["height"],
+        "fps": v["r_frame_rate"],
+        "duration": round(float(info["format"]["duration"]), 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -269,9 +372,16 @@ def main(argv: list[str] | None = None) -> None:
     med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
     cpu = {k: statistics.median(r["cpu_seconds"] for r in v) for k, v in runs.items()}
     result: dict[str, Any] = {
-        "timeline": {"clips": len(inputs["clips"]), "images": 1, "logo": True, "burned_captions": True,
-                     "output": f"{W}x{H}@{FPS}", "encoder": "libx264 veryfast crf 20 maxrate 20M"},
-        "runs": runs, "median_seconds": {k: round(v, 3) for k, v in med.items()},
+        "timeline": {
+            "clips": len(inputs["clips"]),
+            "images": 1,
+            "logo": True,
+            "burned_captions": True,
+            "output": f"{W}x{H}@{FPS}",
+            "encoder": "libx264 veryfast crf 20 maxrate 20M",
+        },
+        "runs": runs,
+        "median_seconds": {k: round(v, 3) for k, v in med.items()},
         "peak_rss_mib": {k: max(r["peak_rss_mib"] for r in v) for k, v in runs.items()},
         "outputs": outputs,
         "median_cpu_seconds": {k: round(v, 3) for k, v in cpu.items()},

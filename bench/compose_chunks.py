@@ -71,10 +71,20 @@ def _child(timeline_json: str, parallel: int, out: str) -> None:
     async def go() -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="mediaflow_bench_") as tmp:
             work = Path(tmp)
-            plan = await build_plan(opts, MediaResolver(None, None, Settings(allowed_roots=[Path("/")]), work,  # type: ignore[arg-type]
-                                                        "bench"), config)
-            req = RenderRequest(plan, Path(out), work, output_args("libx264", plan.height, opts.output.quality,
-                                                                   plan.fps), config)
+            plan = await build_plan(
+                opts,
+                MediaResolver(
+                    None,
+                    None,
+                    Settings(allowed_roots=[Path("/")]),
+                    work,  # type: ignore[arg-type]
+                    "bench",
+                ),
+                config,
+            )
+            req = RenderRequest(
+                plan, Path(out), work, output_args("libx264", plan.height, opts.output.quality, plan.fps), config
+            )
             return await render(req)
 
     sampler.start()
@@ -84,9 +94,17 @@ def _child(timeline_json: str, parallel: int, out: str) -> None:
     stop.set()
     sampler.join()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(json.dumps({"seconds": round(seconds, 3), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
-                      "peak_rss_sum_mib": round(peaks["sum"] / 2**20, 1),
-                      "peak_rss_one_ffmpeg_mib": round(peaks["single"] / 2**20, 1), **info}))
+    print(
+        json.dumps(
+            {
+                "seconds": round(seconds, 3),
+                "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+                "peak_rss_sum_mib": round(peaks["sum"] / 2**20, 1),
+                "peak_rss_one_ffmpeg_mib": round(peaks["single"] / 2**20, 1),
+                **info,
+            }
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,21 +131,45 @@ def main(argv: list[str] | None = None) -> None:
         timeline_json.write_text(json.dumps(spec))
         for i in range(args.runs):
             for p in args.parallel if i % 2 == 0 else list(reversed(args.parallel)):  # interleaved
-                proc = subprocess.run([sys.executable, "-m", "bench.compose_chunks", "--child", str(timeline_json),
-                                       str(p), str(d / f"out-{p}.mp4")], cwd=ROOT, capture_output=True, text=True,
-                                      check=True)
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.compose_chunks",
+                        "--child",
+                        str(timeline_json),
+                        str(p),
+                        str(d / f"out-{p}.mp4"),
+                    ],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 runs[p].append(json.loads(proc.stdout.strip().splitlines()[-1]))
                 print(f"parallel_chunks={p}", runs[p][-1], flush=True)
     base = statistics.median(r["seconds"] for r in runs[args.parallel[0]])
-    summary = {str(p): {"median_seconds": round(statistics.median(r["seconds"] for r in rs), 2),
-                        "median_cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in rs), 2),
-                        "peak_rss_sum_mib": max(r["peak_rss_sum_mib"] for r in rs),
-                        "peak_rss_one_ffmpeg_mib": max(r["peak_rss_one_ffmpeg_mib"] for r in rs),
-                        "wall_ratio_vs_first": round(statistics.median(r["seconds"] for r in rs) / base, 3)}
-               for p, rs in runs.items()}
-    result = {"timeline": {"items": args.items, "item_seconds": args.item_seconds, "output": f"{args.resolution}@30",
-                           "quality": args.quality, "chunk_items": 12}, "runs": {str(p): r for p, r in runs.items()},
-              "summary": summary}
+    summary = {
+        str(p): {
+            "median_seconds": round(statistics.median(r["seconds"] for r in rs), 2),
+            "median_cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in rs), 2),
+            "peak_rss_sum_mib": max(r["peak_rss_sum_mib"] for r in rs),
+            "peak_rss_one_ffmpeg_mib": max(r["peak_rss_one_ffmpeg_mib"] for r in rs),
+            "wall_ratio_vs_first": round(statistics.median(r["seconds"] for r in rs) / base, 3),
+        }
+        for p, rs in runs.items()
+    }
+    result = {
+        "timeline": {
+            "items": args.items,
+            "item_seconds": args.item_seconds,
+            "output": f"{args.resolution}@30",
+            "quality": args.quality,
+            "chunk_items": 12,
+        },
+        "runs": {str(p): r for p, r in runs.items()},
+        "summary": summary,
+    }
     path = write_result(f"compose_chunks-{args.resolution}-{args.quality}", result)
     print(json.dumps(summary, indent=2))
     print(f"written to {path}")

@@ -33,20 +33,32 @@ def celery_python() -> str:
     python = CELERY_VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(CELERY_VENV)], check=True)
-        subprocess.run([str(CELERY_VENV / "bin" / "pip"), "install", "-q", "-r",
-                        str(ROOT / "bench" / "requirements-celery.txt")], check=True)
+        subprocess.run(
+            [str(CELERY_VENV / "bin" / "pip"), "install", "-q", "-r", str(ROOT / "bench" / "requirements-celery.txt")],
+            check=True,
+        )
     return str(python)
 
 
-def run_one(name: str, kind: str, python: str, url: str, n: int, burst: int, extra: list[str],
-            gap: float = 0.0) -> dict:
+def run_one(
+    name: str, kind: str, python: str, url: str, n: int, burst: int, extra: list[str], gap: float = 0.0
+) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MEDIAFLOW_LOG_LEVEL": "WARNING"}
-    worker = subprocess.Popen([python, str(SCRIPT), "worker", kind, url, *extra], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [python, str(SCRIPT), "worker", kind, url, *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(3)  # let the worker connect
-        proc = subprocess.run([python, str(SCRIPT), "client", kind, url, str(n), str(burst), str(gap)], env=env,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [python, str(SCRIPT), "client", kind, url, str(n), str(burst), str(gap)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"{name} client failed:\n{proc.stderr[-3000:]}")
         data = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -58,8 +70,11 @@ def run_one(name: str, kind: str, python: str, url: str, n: int, burst: int, ext
             worker.kill()
     stats = summary_ms(data["latencies"])
     stats["burst_jobs_per_s"] = round(data["burst"] / data["burst_seconds"], 1)
-    print(f"{name:<28} p50 {stats['p50_ms']:8.2f} ms   p99 {stats['p99_ms']:8.2f} ms   "
-          f"burst {stats['burst_jobs_per_s']:8.1f} jobs/s", flush=True)
+    print(
+        f"{name:<28} p50 {stats['p50_ms']:8.2f} ms   p99 {stats['p99_ms']:8.2f} ms   "
+        f"burst {stats['burst_jobs_per_s']:8.1f} jobs/s",
+        flush=True,
+    )
     return stats
 
 
@@ -76,20 +91,25 @@ def main() -> None:
     url = f"redis://127.0.0.1:{server.port}/0"
     results: dict[str, dict] = {}
     try:
-        results["mediaflow"] = run_one("mediaflow (wake-on-enqueue)", "mediaflow", sys.executable, url,
-                                       args.n, args.burst, [], gap)
-        results["arq_default"] = run_one("arq 0.28 (poll 0.5 s)", "arq", sys.executable, url,
-                                         min(args.n, 60), min(args.burst, 300), ["0.5"], gap)
+        results["mediaflow"] = run_one(
+            "mediaflow (wake-on-enqueue)", "mediaflow", sys.executable, url, args.n, args.burst, [], gap
+        )
+        results["arq_default"] = run_one(
+            "arq 0.28 (poll 0.5 s)", "arq", sys.executable, url, min(args.n, 60), min(args.burst, 300), ["0.5"], gap
+        )
         if not args.skip_celery:
-            results["celery"] = run_one("celery 5.5 (solo, redis)", "celery", celery_python(), url,
-                                        args.n, args.burst, [], gap)
+            results["celery"] = run_one(
+                "celery 5.5 (solo, redis)", "celery", celery_python(), url, args.n, args.burst, [], gap
+            )
     finally:
         server.stop()
     if "celery" in results:
         m, c = results["mediaflow"], results["celery"]
-        ratios = {"p50_vs_celery": round(m["p50_ms"] / c["p50_ms"], 2),
-                  "p99_vs_celery": round(m["p99_ms"] / c["p99_ms"], 2),
-                  "burst_vs_celery": round(m["burst_jobs_per_s"] / c["burst_jobs_per_s"], 2)}
+        ratios = {
+            "p50_vs_celery": round(m["p50_ms"] / c["p50_ms"], 2),
+            "p99_vs_celery": round(m["p99_ms"] / c["p99_ms"], 2),
+            "burst_vs_celery": round(m["burst_jobs_per_s"] / c["burst_jobs_per_s"], 2),
+        }
         results["ratios"] = ratios
         print("mediaflow / celery:", ratios)
     results["gap_ms"] = {"ms": args.gap_ms}

@@ -16,11 +16,11 @@ STARTS = "bench:starts"  # list of "<job key> <start time>"
 def mediaflow_worker(url: str) -> None:
     from redis.asyncio import Redis
 
-    from mediaflow.common.context import JobContext
-    from mediaflow.common.jobs import JobType
-    from mediaflow.common.queues import COMPOSE_QUEUE
+    from mediaflow.common.jobs.keys import COMPOSE_QUEUE
+    from mediaflow.common.jobs.model import JobType
+    from mediaflow.common.runtime.bootstrap import run_worker
+    from mediaflow.common.runtime.context import JobContext
     from mediaflow.common.settings import Settings
-    from mediaflow.common.worker import run_worker
 
     redis = Redis.from_url(url)
 
@@ -28,8 +28,9 @@ def mediaflow_worker(url: str) -> None:
         await redis.rpush(STARTS, f"{ctx.job.id} {time.time()}")
         return {}
 
-    settings = Settings(redis_url=url, storage_url="file:///tmp/mediaflow-bench-storage", poll_delay=0.5,
-                        progress_interval=10)
+    settings = Settings(
+        redis_url=url, storage_url="file:///tmp/mediaflow-bench-storage", poll_delay=0.5, progress_interval=10
+    )
     run_worker(COMPOSE_QUEUE, {JobType.probe: noop}, settings, "bench")
 
 
@@ -43,8 +44,14 @@ def arq_worker(url: str, poll: float) -> None:
     async def noop(ctx: dict, key: str) -> None:
         await redis.rpush(STARTS, f"{key} {time.time()}")
 
-    Worker(functions=[func(noop, name="noop")], redis_settings=RedisSettings.from_dsn(url), poll_delay=poll,
-           max_jobs=10, keep_result=0, queue_name="bench:arq").run()
+    Worker(
+        functions=[func(noop, name="noop")],
+        redis_settings=RedisSettings.from_dsn(url),
+        poll_delay=poll,
+        max_jobs=10,
+        keep_result=0,
+        queue_name="bench:arq",
+    ).run()
 
 
 def celery_app(url: str):
@@ -74,13 +81,14 @@ def enqueuer(kind: str, url: str):
     loop = asyncio.new_event_loop()
     redis = Redis.from_url(url)
     if kind == "mediaflow":
-        from mediaflow.common.dispatch import Dispatcher
-        from mediaflow.common.jobs import Job, JobType
-        from mediaflow.common.queues import COMPOSE_QUEUE
+        from mediaflow.common.jobs.dispatch import Dispatcher
+        from mediaflow.common.jobs.keys import COMPOSE_QUEUE
+        from mediaflow.common.jobs.model import Job, JobType
 
         dispatcher = Dispatcher(redis)
         return lambda key: loop.run_until_complete(
-            dispatcher.submit(Job(id=key, type=JobType.probe, queue=COMPOSE_QUEUE)))
+            dispatcher.submit(Job(id=key, type=JobType.probe, queue=COMPOSE_QUEUE))
+        )
     from arq.connections import ArqRedis
 
     arq = ArqRedis(connection_pool=redis.connection_pool)
@@ -134,5 +142,14 @@ if __name__ == "__main__":
     elif kind == "arq":
         arq_worker(url, float(sys.argv[4]))
     elif kind == "celery":
-        celery_app(url).worker_main(["worker", "--pool=solo", "--concurrency=1", "--loglevel=WARNING",
-                                     "--without-gossip", "--without-mingle", "--without-heartbeat"])
+        celery_app(url).worker_main(
+            [
+                "worker",
+                "--pool=solo",
+                "--concurrency=1",
+                "--loglevel=WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ]
+        )

@@ -71,8 +71,9 @@ def encode(method: str, path: str, body: bytes = b"", headers: dict[str, str] | 
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-async def open_loop(host: str, port: int, raw: bytes, rate: float, seconds: float, expect: int,
-                    connections: int = 64) -> dict[str, Any]:
+async def open_loop(
+    host: str, port: int, raw: bytes, rate: float, seconds: float, expect: int, connections: int = 64
+) -> dict[str, Any]:
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(await Connection.open(host, port))
@@ -103,12 +104,17 @@ async def open_loop(host: str, port: int, raw: bytes, rate: float, seconds: floa
     elapsed = time.perf_counter() - start
     while not pool.empty():
         pool.get_nowait().close()
-    return {"offered_per_s": rate, "achieved_per_s": round(total / elapsed, 1), "errors": errors,
-            **summary_ms(latencies)}
+    return {
+        "offered_per_s": rate,
+        "achieved_per_s": round(total / elapsed, 1),
+        "errors": errors,
+        **summary_ms(latencies),
+    }
 
 
-async def closed_loop(host: str, port: int, raw: bytes, concurrency: int, seconds: float,
-                      expect: int) -> dict[str, Any]:
+async def closed_loop(
+    host: str, port: int, raw: bytes, concurrency: int, seconds: float, expect: int
+) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
@@ -126,8 +132,12 @@ async def closed_loop(host: str, port: int, raw: bytes, concurrency: int, second
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
-    return {"concurrency": concurrency, "throughput_per_s": round(len(latencies) / elapsed, 1), "errors": errors,
-            **summary_ms(latencies)}
+    return {
+        "concurrency": concurrency,
+        "throughput_per_s": round(len(latencies) / elapsed, 1),
+        "errors": errors,
+        **summary_ms(latencies),
+    }
 
 
 def free_port() -> int:
@@ -137,9 +147,15 @@ def free_port() -> int:
 
 
 def start_gateway(redis_url: str, storage: Path, port: int, workers: int) -> subprocess.Popen:
-    env = {**os.environ, "MEDIAFLOW_REDIS_URL": redis_url, "MEDIAFLOW_STORAGE_URL": f"file://{storage}",
-           "MEDIAFLOW_API_KEYS": f"{API_KEY}:bench", "MEDIAFLOW_ALLOWED_ROOTS": str(MEDIA),
-           "MEDIAFLOW_COMPOSITOR_GRPC": "127.0.0.1:1", "MEDIAFLOW_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "MEDIAFLOW_REDIS_URL": redis_url,
+        "MEDIAFLOW_STORAGE_URL": f"file://{storage}",
+        "MEDIAFLOW_API_KEYS": f"{API_KEY}:bench",
+        "MEDIAFLOW_ALLOWED_ROOTS": str(MEDIA),
+        "MEDIAFLOW_COMPOSITOR_GRPC": "127.0.0.1:1",
+        "MEDIAFLOW_LOG_LEVEL": "WARNING",
+    }
     exe = shutil.which("mediaflow-api", path=str(Path(sys.executable).parent)) or "mediaflow-api"
     proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)], env=env)
     deadline = time.monotonic() + 30
@@ -163,8 +179,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()
     try:
         with open(MEDIA / "jfk.flac", "rb") as fh:
-            media = httpx.post(f"http://127.0.0.1:{port}/v1/media", files={"file": ("jfk.flac", fh)},
-                               headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30).json()
+            media = httpx.post(
+                f"http://127.0.0.1:{port}/v1/media",
+                files={"file": ("jfk.flac", fh)},
+                headers={"Authorization": f"Bearer {API_KEY}"},
+                timeout=30,
+            ).json()
         job = {"type": "transcribe", "input": {"media_id": media["id"]}, "options": {"language": "en"}}
         submit = encode("POST", "/v1/jobs", json.dumps(job).encode())
         health = encode("GET", "/healthz")
@@ -178,11 +198,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "GET /healthz": await closed_loop(host, port, health, args.concurrency, args.seconds / 2, 200),
             "POST /v1/jobs": await closed_loop(host, port, submit, args.concurrency, args.seconds / 2, 202),
         }
-        return {"rates": rows, "max_throughput": closed, "seconds_per_rate": args.seconds,
-                "gateway_processes": args.workers, "job_body": job, "targets": {"p99_ms_at_500_per_s": 25},
-                # the machine is shared: the load average says how much CPU the run competed for
-                "loadavg_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
-                "cpus": os.cpu_count()}
+        return {
+            "rates": rows,
+            "max_throughput": closed,
+            "seconds_per_rate": args.seconds,
+            "gateway_processes": args.workers,
+            "job_body": job,
+            "targets": {"p99_ms_at_500_per_s": 25},
+            # the machine is shared: the load average says how much CPU the run competed for
+            "loadavg_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
+            "cpus": os.cpu_count(),
+        }
     finally:
         gateway.terminate()
         gateway.wait(10)
@@ -200,18 +226,24 @@ def main() -> None:
     result = asyncio.run(run(args))
     print(f"{'route':<16}{'offered/s':>10}{'achieved/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for row in result["rates"]:
-        print(f"{row['route']:<16}{row['offered_per_s']:>10.0f}{row['achieved_per_s']:>11.1f}"
-              f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['errors']:>8}")
+        print(
+            f"{row['route']:<16}{row['offered_per_s']:>10.0f}{row['achieved_per_s']:>11.1f}"
+            f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['errors']:>8}"
+        )
     print(f"\nclosed loop, {args.concurrency} connections:")
     for route, row in result["max_throughput"].items():
-        print(f"{route:<16}{row['throughput_per_s']:>10.1f}/s  p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms"
-              f"  errors {row['errors']}")
+        print(
+            f"{route:<16}{row['throughput_per_s']:>10.1f}/s  p50 {row['p50_ms']:.2f} ms  p99 {row['p99_ms']:.2f} ms"
+            f"  errors {row['errors']}"
+        )
     submit_max = result["max_throughput"]["POST /v1/jobs"]["throughput_per_s"]
     floor_max = result["max_throughput"]["GET /healthz"]["throughput_per_s"]
     result["submit_vs_healthz_throughput_ratio"] = round(submit_max / floor_max, 3)
     print(f"submit throughput = {result['submit_vs_healthz_throughput_ratio']:.2f} x healthz (same server, same run)")
-    print(f"gateway processes: {args.workers}; load average (1 min) before/after: "
-          f"{result['loadavg_1m']['before']}/{result['loadavg_1m']['after']} on {result['cpus']} CPUs")
+    print(
+        f"gateway processes: {args.workers}; load average (1 min) before/after: "
+        f"{result['loadavg_1m']['before']}/{result['loadavg_1m']['after']} on {result['cpus']} CPUs"
+    )
     path = write_result("submit" if args.workers == 1 else f"submit-{args.workers}procs", result)
     print(f"wrote {path}")
 

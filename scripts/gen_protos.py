@@ -19,8 +19,15 @@ def generate(out: Path) -> list[Path]:
     protos = sorted(PROTO_ROOT.glob("mediaflow/v1/*.proto"))
     (out / "mediaflow" / "v1").mkdir(parents=True, exist_ok=True)
     include = Path(protoc.__file__).parent / "_proto"
-    args = ["grpc_tools.protoc", f"-I{PROTO_ROOT}", f"-I{include}", f"--python_out={out}",
-            f"--pyi_out={out}", f"--grpc_python_out={out}", *[str(p.relative_to(PROTO_ROOT)) for p in protos]]
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{include}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+        *[str(p.relative_to(PROTO_ROOT)) for p in protos],
+    ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     return sorted((out / "mediaflow" / "v1").glob("*.py*"))

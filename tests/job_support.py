@@ -7,19 +7,21 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from mediaflow.common.context import Handler
-from mediaflow.common.dispatch import Dispatcher
-from mediaflow.common.jobs import Job, JobState, JobType
-from mediaflow.common.queues import COMPOSE_QUEUE
+from mediaflow.common.jobs.dispatch import Dispatcher
+from mediaflow.common.jobs.keys import COMPOSE_QUEUE
+from mediaflow.common.jobs.model import Job, JobState, JobType
+from mediaflow.common.runtime.arq_worker import MediaflowWorker, create_worker
+from mediaflow.common.runtime.context import Handler
 from mediaflow.common.settings import Settings
-from mediaflow.common.worker import MediaflowWorker, create_worker
+from mediaflow.common.workflows import WORKFLOWS
 
 
 @contextlib.asynccontextmanager
-async def in_process_worker(settings: Settings, handlers: dict[JobType, Handler],
-                            queue: str = COMPOSE_QUEUE) -> AsyncIterator[MediaflowWorker]:
+async def in_process_worker(
+    settings: Settings, handlers: dict[JobType, Handler], queue: str = COMPOSE_QUEUE
+) -> AsyncIterator[MediaflowWorker]:
     """A real ARQ worker of `queue` running as a task until the block ends."""
-    worker = create_worker(queue, handlers, settings, handle_signals=False)
+    worker = create_worker(queue, handlers, settings, workflows=WORKFLOWS, handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
         yield worker

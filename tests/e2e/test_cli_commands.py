@@ -30,7 +30,7 @@ def test_probe_then_jobs_ls_show_and_queues(server: UpProcess, media: Path, tmp_
     assert run.returncode == 0, run.stderr
     job_id = re.search(r"probe (j_\w+) succeeded", run.stdout).group(1)
     assert "uploaded grid_bbaf2n.mp4 → m_" in run.stderr
-    kinds = {s["kind"] for s in json.loads(run.stdout[run.stdout.index("{"):])["streams"]}
+    kinds = {s["kind"] for s in json.loads(run.stdout[run.stdout.index("{") :])["streams"]}
     assert kinds == {"video", "audio"}
 
     listing = cli("jobs", "ls", env=env)
@@ -50,8 +50,11 @@ def test_probe_then_jobs_ls_show_and_queues(server: UpProcess, media: Path, tmp_
 
 
 def test_unknown_job_id_prints_the_problem_code(server: UpProcess) -> None:
-    for command in (["jobs", "show", "j_doesnotexist"], ["jobs", "cancel", "j_doesnotexist"],
-                    ["jobs", "retry", "j_doesnotexist"]):
+    for command in (
+        ["jobs", "show", "j_doesnotexist"],
+        ["jobs", "cancel", "j_doesnotexist"],
+        ["jobs", "retry", "j_doesnotexist"],
+    ):
         run = cli(*command, env=server.client_env())
         assert run.returncode == 1, command
         assert "error: job_not_found:" in run.stderr
@@ -93,13 +96,19 @@ def test_invalid_options_are_refused_by_the_server(server: UpProcess, media: Pat
 
 
 def test_ctrl_c_cancels_the_running_job(server: UpProcess, media: Path, tmp_path: Path) -> None:
-    proc = subprocess.Popen([MEDIAFLOW, "probe", str(media / "jfk.flac"), "--hold-seconds", "30"],
-                            env=server.client_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [MEDIAFLOW, "probe", str(media / "jfk.flac"), "--hold-seconds", "30"],
+        env=server.client_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def running_job() -> str | None:
-        jobs = httpx.get(f"{server.url}/v1/jobs", params={"state": "running"}, headers=server.headers(),
-                         timeout=10).json()["jobs"]
+        jobs = httpx.get(
+            f"{server.url}/v1/jobs", params={"state": "running"}, headers=server.headers(), timeout=10
+        ).json()["jobs"]
         return jobs[0]["id"] if jobs else None
 
     job_id = wait_until(running_job, 30, what="the probe job to run")
@@ -120,7 +129,7 @@ def test_embedded_stack_runs_the_job_and_leaves_nothing_running(media: Path, tmp
     run = cli("probe", str(media / "jfk.flac"), env=clean_env(), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "MEDIAFLOW_URL is not set: starting an embedded stack" in run.stderr
-    assert json.loads(run.stdout[run.stdout.index("{"):])["duration"] == pytest.approx(11.0, abs=0.05)
+    assert json.loads(run.stdout[run.stdout.index("{") :])["duration"] == pytest.approx(11.0, abs=0.05)
     data_dir = re.search(r"data in (\S+)\)", run.stderr).group(1)
     assert not Path(data_dir).exists()  # the temporary stack is removed
 
@@ -147,8 +156,10 @@ def test_retry_follow_waits_for_the_new_attempt(server: UpProcess, media: Path, 
     assert cancelled.returncode == 0 and job_id in cancelled.stdout
 
     def ended() -> bool:
-        return httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=server.headers(),
-                         timeout=10).json()["state"] == "cancelled"
+        return (
+            httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=server.headers(), timeout=10).json()["state"]
+            == "cancelled"
+        )
 
     wait_until(ended, 20, what="the cancel")
     # The replayed `cancelled` event of the first attempt must not end the follow.

@@ -25,8 +25,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
 
 
 def test_transcribe_writes_captions_and_transcript(server: UpProcess, media: Path, tmp_path: Path) -> None:
-    run = cli("transcribe", str(media / "jfk.flac"), "--language", "en", "--formats", "srt,vtt,json,txt",
-              "--out", str(tmp_path / "jfk"), env=server.client_env(), timeout=300)
+    run = cli(
+        "transcribe",
+        str(media / "jfk.flac"),
+        "--language",
+        "en",
+        "--formats",
+        "srt,vtt,json,txt",
+        "--out",
+        str(tmp_path / "jfk"),
+        env=server.client_env(),
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     written = sorted(p.name for p in (tmp_path / "jfk").iterdir())
     assert written == ["captions.srt", "captions.vtt", "transcript.json", "transcript.txt"]
@@ -59,13 +69,20 @@ def test_compose_uploads_the_timeline_files(server: UpProcess, media: Path, tmp_
     shutil.copy(media / "big_buck_bunny_small.mp4", tmp_path / "intro.mp4")
     shutil.copy(media / "grid_bbaf2n.mp4", tmp_path / "talk.mp4")
     timeline = tmp_path / "timeline.json"
-    timeline.write_text(json.dumps({
-        "output": {"resolution": "1280x720", "quality": "draft"},
-        "items": [{"kind": "intro", "file": "intro.mp4", "trim": {"start": 0, "end": 2}},
-                  {"kind": "video", "path": "talk.mp4", "trim": {"start": 0.5, "end": 2}}],
-    }))
-    run = cli("compose", str(timeline), "--out", str(tmp_path / "out"), env=server.client_env(), cwd=tmp_path,
-              timeout=300)
+    timeline.write_text(
+        json.dumps(
+            {
+                "output": {"resolution": "1280x720", "quality": "draft"},
+                "items": [
+                    {"kind": "intro", "file": "intro.mp4", "trim": {"start": 0, "end": 2}},
+                    {"kind": "video", "path": "talk.mp4", "trim": {"start": 0.5, "end": 2}},
+                ],
+            }
+        )
+    )
+    run = cli(
+        "compose", str(timeline), "--out", str(tmp_path / "out"), env=server.client_env(), cwd=tmp_path, timeout=300
+    )
     assert run.returncode == 0, run.stderr
     assert run.stderr.count("uploaded ") == 2
     with av.open(str(tmp_path / "out" / "output.mp4")) as container:

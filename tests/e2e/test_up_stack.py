@@ -18,12 +18,20 @@ from up_support import UpProcess, clean_env, cli, port_open, wait_until
 
 def submit_probe(up: UpProcess, media_file: Path, hold: float = 0.0) -> str:
     with media_file.open("rb") as fh:
-        media = httpx.post(f"{up.url}/v1/media", headers=up.headers(), files={"file": (media_file.name, fh)},
-                           timeout=60)
+        media = httpx.post(
+            f"{up.url}/v1/media", headers=up.headers(), files={"file": (media_file.name, fh)}, timeout=60
+        )
     assert media.status_code == 201, media.text
-    job = httpx.post(f"{up.url}/v1/jobs", headers=up.headers(), timeout=30,
-                     json={"type": "probe", "input": {"media_id": media.json()["id"]},
-                           "options": {"hold_seconds": hold} if hold else {}})
+    job = httpx.post(
+        f"{up.url}/v1/jobs",
+        headers=up.headers(),
+        timeout=30,
+        json={
+            "type": "probe",
+            "input": {"media_id": media.json()["id"]},
+            "options": {"hold_seconds": hold} if hold else {},
+        },
+    )
     assert job.status_code == 202, job.text
     return job.json()["id"]
 
@@ -47,7 +55,7 @@ def test_up_is_ready_and_runs_a_probe_job_through_the_cli(stack, media, tmp_path
     run = cli("probe", str(media / "jfk.flac"), env=stack.client_env(), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     job_id = re.search(r"probe (j_\w+) succeeded", run.stdout).group(1)
-    result = json.loads(run.stdout[run.stdout.index("{"):])
+    result = json.loads(run.stdout[run.stdout.index("{") :])
     assert result["duration"] == pytest.approx(11.0, abs=0.05)
     assert result["streams"][0]["kind"] == "audio"
     record = job_state(stack, job_id)
@@ -76,13 +84,23 @@ def test_up_restarts_a_worker_that_dies(stack):
 
 
 def test_up_refuses_a_busy_port_and_a_data_dir_in_use(stack, tmp_path):
-    busy = cli("up", "--port", str(stack.port), "--data-dir", str(tmp_path / "other"), "--workers", "compositor",
-               env=clean_env(), timeout=60)
+    busy = cli(
+        "up",
+        "--port",
+        str(stack.port),
+        "--data-dir",
+        str(tmp_path / "other"),
+        "--workers",
+        "compositor",
+        env=clean_env(),
+        timeout=60,
+    )
     assert busy.returncode == 1
     assert f"error: stack_failed: cannot listen on 127.0.0.1:{stack.port}" in busy.stderr
 
-    shared = cli("up", "--port", "0", "--data-dir", str(stack.data_dir), "--workers", "compositor",
-                 env=clean_env(), timeout=60)
+    shared = cli(
+        "up", "--port", "0", "--data-dir", str(stack.data_dir), "--workers", "compositor", env=clean_env(), timeout=60
+    )
     assert shared.returncode == 1
     assert "error: stack_failed: another `mediaflow up` is using" in shared.stderr
 
@@ -138,4 +156,3 @@ def test_up_uses_an_external_redis_and_given_api_keys(valkey, tmp_path, media):
     assert [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
     assert valkey.is_running()  # an external server is never stopped by `up`
     client.delete(f"mediaflow:job:{job_id}")
-

@@ -17,17 +17,25 @@ from playwright.async_api import async_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from gateway_support import running_compositor, running_gateway
 
-from mediaflow.common.context import JobContext
-from mediaflow.common.jobs import JobType
-from mediaflow.common.queues import TRANSCRIBE_QUEUE
-from mediaflow.common.worker import create_worker
+from mediaflow.common.jobs.keys import TRANSCRIBE_QUEUE
+from mediaflow.common.jobs.model import JobType
+from mediaflow.common.runtime.arq_worker import create_worker
+from mediaflow.common.runtime.context import JobContext
+from mediaflow.common.workflows import WORKFLOWS
 from mediaflow.compositor import jobs as compositor_jobs
 from mediaflow.transcriber import jobs as transcriber_jobs
 from mediaflow.transcriber.model import get_models
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 async def probe_with_report(ctx: JobContext) -> dict:
@@ -98,8 +106,13 @@ async def test_upload_and_follow_a_job_in_the_browser(redis, settings, media, br
 async def test_transcribe_job_shows_speech_coverage(redis, settings, media, browser):
     """A real transcribe job (real model, in-process worker): the page shows how much speech the words cover."""
     get_models(settings)  # loaded before the worker starts, as the worker's startup does
-    worker = create_worker(TRANSCRIBE_QUEUE, {JobType.transcribe: transcriber_jobs.transcribe}, settings,
-                           handle_signals=False)
+    worker = create_worker(
+        TRANSCRIBE_QUEUE,
+        {JobType.transcribe: transcriber_jobs.transcribe},
+        settings,
+        workflows=WORKFLOWS,
+        handle_signals=False,
+    )
     task = asyncio.create_task(worker.async_run())
     try:
         async with running_gateway(settings) as base:

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from up_support import BIN, clean_env, free_port
 
-from mediaflow.common.dispatch import Dispatcher
 from mediaflow.common.ids import new_job_id
-from mediaflow.common.jobs import Job, JobState, JobType
-from mediaflow.common.queues import COMPOSE_QUEUE
+from mediaflow.common.jobs.dispatch import Dispatcher
+from mediaflow.common.jobs.keys import COMPOSE_QUEUE
+from mediaflow.common.jobs.model import Job, JobState, JobType
+from mediaflow.common.jobs.store import JobStore
 from mediaflow.common.storage import open_storage
-from mediaflow.common.store import JobStore
 
 LEASE_SECONDS = 3
 
@@ -36,14 +36,22 @@ async def workers(redis_url: str, tmp_path: Path) -> AsyncIterator[Callable[...,
     started: list[subprocess.Popen[bytes]] = []
 
     def start(job_completion_wait: int = 10) -> subprocess.Popen[bytes]:
-        env = clean_env(MEDIAFLOW_REDIS_URL=redis_url, MEDIAFLOW_STORAGE_URL=f"file://{tmp_path / 'storage'}",
-                        MEDIAFLOW_LEASE_SECONDS=str(LEASE_SECONDS),
-                        MEDIAFLOW_JOB_COMPLETION_WAIT=str(job_completion_wait),
-                        MEDIAFLOW_PROGRESS_INTERVAL="0.1",
-                        MEDIAFLOW_COMPOSITOR_GRPC_PORT=str(free_port()))
+        env = clean_env(
+            MEDIAFLOW_REDIS_URL=redis_url,
+            MEDIAFLOW_STORAGE_URL=f"file://{tmp_path / 'storage'}",
+            MEDIAFLOW_LEASE_SECONDS=str(LEASE_SECONDS),
+            MEDIAFLOW_JOB_COMPLETION_WAIT=str(job_completion_wait),
+            MEDIAFLOW_PROGRESS_INTERVAL="0.1",
+            MEDIAFLOW_COMPOSITOR_GRPC_PORT=str(free_port()),
+        )
         log = (tmp_path / f"worker-{len(started)}.log").open("wb")
-        proc = subprocess.Popen([str(BIN / "mediaflow-compositor"), "--queue", "compose"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(BIN / "mediaflow-compositor"), "--queue", "compose"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         started.append(proc)
         return proc
 
@@ -61,8 +69,13 @@ async def probe_job(redis, tmp_path: Path, media: Path) -> Callable[[float], asy
     dispatcher = Dispatcher(redis)
 
     async def submit(hold_seconds: float) -> Job:
-        job = Job(id=new_job_id(), type=JobType.probe, queue=COMPOSE_QUEUE,
-                  input={"storage_key": "media/m_signals/jfk.flac"}, options={"hold_seconds": hold_seconds})
+        job = Job(
+            id=new_job_id(),
+            type=JobType.probe,
+            queue=COMPOSE_QUEUE,
+            input={"storage_key": "media/m_signals/jfk.flac"},
+            options={"hold_seconds": hold_seconds},
+        )
         await dispatcher.submit(job)
         return job
 
@@ -96,8 +109,13 @@ async def test_sigkill_mid_job_completes_exactly_once_after_restart(redis, worke
     store = JobStore(redis)
     first = workers()
     job = await probe_job(5.0)
-    running = await wait_for(store, job.id, lambda j: j.state == JobState.running and j.stage == "hold", 30,
-                             "the job to run on the first worker")
+    running = await wait_for(
+        store,
+        job.id,
+        lambda j: j.state == JobState.running and j.stage == "hold",
+        30,
+        "the job to run on the first worker",
+    )
     assert running.attempt == 1 and str(first.pid) in (running.worker or "")
     os.killpg(first.pid, signal.SIGKILL)
     assert await wait_exit(first, 10) == -signal.SIGKILL

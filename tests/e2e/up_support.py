@@ -40,8 +40,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def cli(*args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 180
-        ) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([MEDIAFLOW, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -58,8 +59,9 @@ def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.1
 class UpProcess:
     """`mediaflow up` in a subprocess, its output collected line by line."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, workers: str = "compositor",
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int | None = None, workers: str = "compositor", env: dict[str, str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.workers = workers
@@ -72,7 +74,12 @@ class UpProcess:
     def start(self, timeout: float = 120) -> UpProcess:
         self.proc = subprocess.Popen(
             [MEDIAFLOW, "up", "--port", str(self.port), "--data-dir", str(self.data_dir), "--workers", self.workers],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         threading.Thread(target=self._read, daemon=True).start()
         self.url = self.wait_for(r"URL:\s+(\S+)", timeout).group(1)
         self.api_key = self.wait_for(r"API key:\s+(\S+)", 5).group(1)
@@ -96,8 +103,9 @@ class UpProcess:
                 if match:
                     return match
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"mediaflow up exited ({self.proc.returncode}) before {pattern!r}:\n"
-                                     + self.output)
+                raise AssertionError(
+                    f"mediaflow up exited ({self.proc.returncode}) before {pattern!r}:\n" + self.output
+                )
             return None
 
         try:

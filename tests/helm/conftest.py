@@ -37,8 +37,9 @@ def render(helm: str) -> Callable[..., list[Manifest]]:
     """render(*values_files, set_values=..., release=...) -> the manifests `helm template` produces."""
     cache: dict[tuple[Any, ...], list[Manifest]] = {}
 
-    def _render(*values: Path, set_values: dict[str, str] | None = None, release: str = RELEASE,
-                namespace: str = NAMESPACE) -> list[Manifest]:
+    def _render(
+        *values: Path, set_values: dict[str, str] | None = None, release: str = RELEASE, namespace: str = NAMESPACE
+    ) -> list[Manifest]:
         key = (tuple(values), tuple(sorted((set_values or {}).items())), release, namespace)
         if key not in cache:
             cmd = [helm, "template", release, str(CHART), "--namespace", namespace]

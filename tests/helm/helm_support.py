@@ -22,6 +22,7 @@ VALUE_SETS: dict[str, list[Path]] = {"default": []} | {
 
 Manifest = dict[str, Any]
 
+
 def by_kind(manifests: list[Manifest], kind: str) -> dict[str, Manifest]:
     return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
 
@@ -43,8 +44,12 @@ def strict_schema(schema: Any) -> Any:
     server would silently prune them otherwise)."""
     if isinstance(schema, dict):
         schema = {k: strict_schema(v) for k, v in schema.items()}
-        if (schema.get("type") == "object" and "properties" in schema and "additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            schema.get("type") == "object"
+            and "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         return schema
     if isinstance(schema, list):

@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 from helm_support import CHART, K8S_VERSION, NAMESPACE, RELEASE, VALUE_SETS, Manifest, by_kind, container_env
 
-from mediaflow.common import queues
+from mediaflow.common.jobs import keys as queues
 from mediaflow.common.settings import Settings
 from mediaflow.compositor.config import CompositorConfig
 
@@ -36,11 +36,15 @@ NON_SETTINGS_ENV = {
 
 
 def pod_specs(manifests: list[Manifest]) -> dict[str, Manifest]:
-    return {name: m["spec"]["template"]["spec"] for kind in ("Deployment", "StatefulSet")
-            for name, m in by_kind(manifests, kind).items()}
+    return {
+        name: m["spec"]["template"]["spec"]
+        for kind in ("Deployment", "StatefulSet")
+        for name, m in by_kind(manifests, kind).items()
+    }
 
 
 # --- lint and schemas ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("value_set", list(VALUE_SETS))
 def test_helm_lint_strict_is_clean(helm: str, value_set: str) -> None:
@@ -54,12 +58,21 @@ def test_helm_lint_strict_is_clean(helm: str, value_set: str) -> None:
 
 
 @pytest.mark.parametrize("value_set", list(VALUE_SETS))
-def test_every_rendered_object_is_valid(rendered: dict[str, list[Manifest]], value_set: str,
-                                        keda_schemas: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_every_rendered_object_is_valid(
+    rendered: dict[str, list[Manifest]], value_set: str, keda_schemas: dict[tuple[str, str], dict[str, Any]]
+) -> None:
     manifests = rendered[value_set]
     kinds = {m["kind"] for m in manifests}
-    assert {"Deployment", "Service", "ConfigMap", "ScaledObject", "NetworkPolicy", "PodDisruptionBudget",
-            "ServiceAccount", "HorizontalPodAutoscaler"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "ScaledObject",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "ServiceAccount",
+        "HorizontalPodAutoscaler",
+    } <= kinds
     for manifest in manifests:
         where = f"{manifest['kind']}/{manifest['metadata']['name']}"
         schema = keda_schemas.get((manifest["apiVersion"], manifest["kind"]))
@@ -74,8 +87,9 @@ def test_every_rendered_object_is_valid(rendered: dict[str, list[Manifest]], val
                 pytest.fail(f"{where}: {list(exc.path)}: {exc.message}")
 
 
-def test_validators_reject_broken_objects(rendered: dict[str, list[Manifest]],
-                                          keda_schemas: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_validators_reject_broken_objects(
+    rendered: dict[str, list[Manifest]], keda_schemas: dict[tuple[str, str], dict[str, Any]]
+) -> None:
     """The two validators above really check: a typo in a Deployment or a ScaledObject is caught."""
     deployment = by_kind(rendered["default"], "Deployment")[GATEWAY]
     deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
@@ -93,17 +107,23 @@ def test_validators_reject_broken_objects(rendered: dict[str, list[Manifest]],
 def test_values_schema_rejects_bad_values(helm: str) -> None:
     bad = {"workers.transcriber.keda.listLength": "0", "storage.type": "nfs", "gpuu.enabled": "true"}
     for name, value in bad.items():
-        proc = subprocess.run([helm, "template", RELEASE, str(CHART), "--set", f"{name}={value}"],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [helm, "template", RELEASE, str(CHART), "--set", f"{name}={value}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode != 0, f"--set {name}={value} was accepted"
         assert "schema" in proc.stderr, proc.stderr
 
 
 # --- contracts with the code ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value_set", list(VALUE_SETS))
-def test_scaled_objects_scale_on_the_queue_keys_the_code_enqueues_to(rendered: dict[str, list[Manifest]],
-                                                                     value_set: str) -> None:
+def test_scaled_objects_scale_on_the_queue_keys_the_code_enqueues_to(
+    rendered: dict[str, list[Manifest]], value_set: str
+) -> None:
     scaled = by_kind(rendered[value_set], "ScaledObject")
     assert set(scaled) == set(WORKER_DEPLOYMENTS)
     assert set(queues.ALL_QUEUES) == set(WORKER_DEPLOYMENTS.values())
@@ -133,8 +153,7 @@ def test_workers_serve_the_queue_their_scaler_measures(rendered: dict[str, list[
 
 
 @pytest.mark.parametrize("value_set", list(VALUE_SETS))
-def test_redis_trigger_reaches_the_same_redis_as_the_pods(rendered: dict[str, list[Manifest]],
-                                                          value_set: str) -> None:
+def test_redis_trigger_reaches_the_same_redis_as_the_pods(rendered: dict[str, list[Manifest]], value_set: str) -> None:
     manifests = rendered[value_set]
     configmaps = by_kind(manifests, "ConfigMap")
     worker = pod_specs(manifests)[f"{RELEASE}-transcriber"]["containers"][0]
@@ -162,13 +181,15 @@ def test_redis_trigger_reaches_the_same_redis_as_the_pods(rendered: dict[str, li
 
 
 @pytest.mark.parametrize("value_set", list(VALUE_SETS))
-def test_rendered_environment_is_read_by_settings(rendered: dict[str, list[Manifest]], value_set: str,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rendered_environment_is_read_by_settings(
+    rendered: dict[str, list[Manifest]], value_set: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every MEDIAFLOW_* variable the chart sets is a Settings field and parses (no silent typos)."""
     manifests = rendered[value_set]
     configmaps = by_kind(manifests, "ConfigMap")
     fields = {f"MEDIAFLOW_{name.upper()}" for name in Settings.model_fields} | {
-        f"MEDIAFLOW_COMPOSE_{name.upper()}" for name in CompositorConfig.model_fields}
+        f"MEDIAFLOW_COMPOSE_{name.upper()}" for name in CompositorConfig.model_fields
+    }
     for name, spec in pod_specs(manifests).items():
         if name.endswith("-redis"):
             continue
@@ -186,8 +207,9 @@ def test_rendered_environment_is_read_by_settings(rendered: dict[str, list[Manif
 
 
 @pytest.mark.parametrize("value_set", list(VALUE_SETS))
-def test_drain_outlasts_the_workers_job_completion_wait(rendered: dict[str, list[Manifest]], value_set: str,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_drain_outlasts_the_workers_job_completion_wait(
+    rendered: dict[str, list[Manifest]], value_set: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     manifests = rendered[value_set]
     configmaps = by_kind(manifests, "ConfigMap")
     specs = pod_specs(manifests)
@@ -211,6 +233,7 @@ def test_drain_follows_the_values(render: Callable[..., list[Manifest]]) -> None
 
 
 # --- GPU pools ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("value_set", list(VALUE_SETS))
 def test_gpu_only_in_gpu_mode(rendered: dict[str, list[Manifest]], value_set: str) -> None:
@@ -273,6 +296,7 @@ def test_cpu_only_pool_in_gpu_mode(render: Callable[..., list[Manifest]]) -> Non
 
 # --- pods: probes, security, volumes ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("value_set", list(VALUE_SETS))
 def test_probes_present(rendered: dict[str, list[Manifest]], value_set: str) -> None:
     specs = pod_specs(rendered[value_set])
@@ -314,24 +338,28 @@ def test_storage_is_shared_by_gateway_and_workers(rendered: dict[str, list[Manif
     manifests = rendered[value_set]
     configmaps = by_kind(manifests, "ConfigMap")
     specs = pod_specs(manifests)
-    urls = {container_env(specs[n]["containers"][0], configmaps)["MEDIAFLOW_STORAGE_URL"]
-            for n in [GATEWAY, *WORKER_DEPLOYMENTS]}
+    urls = {
+        container_env(specs[n]["containers"][0], configmaps)["MEDIAFLOW_STORAGE_URL"]
+        for n in [GATEWAY, *WORKER_DEPLOYMENTS]
+    }
     assert len(urls) == 1
     [url] = urls
     if url.startswith("file://"):
         [pvc] = by_kind(manifests, "PersistentVolumeClaim").values()
         assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
         for name in [GATEWAY, *WORKER_DEPLOYMENTS]:
-            claims = {v["persistentVolumeClaim"]["claimName"] for v in specs[name]["volumes"]
-                      if "persistentVolumeClaim" in v}
+            claims = {
+                v["persistentVolumeClaim"]["claimName"] for v in specs[name]["volumes"] if "persistentVolumeClaim" in v
+            }
             assert pvc["metadata"]["name"] in claims
             mounts = {m["mountPath"] for m in specs[name]["containers"][0]["volumeMounts"]}
             assert url.removeprefix("file://") in mounts
     else:
         assert url == "s3://mediaflow/prod"
         env = specs[GATEWAY]["containers"][0]["env"]
-        secret_keys = {v["valueFrom"]["secretKeyRef"]["key"] for v in env if "valueFrom" in v
-                       and "secretKeyRef" in v["valueFrom"]}
+        secret_keys = {
+            v["valueFrom"]["secretKeyRef"]["key"] for v in env if "valueFrom" in v and "secretKeyRef" in v["valueFrom"]
+        }
         assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secret_keys
         assert configmaps[RELEASE]["data"]["AWS_ENDPOINT_URL_S3"].startswith("http")
 
@@ -354,6 +382,7 @@ def test_api_keys_reach_only_the_gateway(rendered: dict[str, list[Manifest]]) ->
 
 # --- network ----------------------------------------------------------------------------------------
 
+
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     for key, value in selector.get("matchLabels", {}).items():
         if labels.get(key) != value:
@@ -368,12 +397,19 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 def test_network_policies(rendered: dict[str, list[Manifest]], value_set: str) -> None:
     manifests = rendered[value_set]
     policies = list(by_kind(manifests, "NetworkPolicy").values())
-    pods = {name: m["spec"]["template"]["metadata"]["labels"] for kind in ("Deployment", "StatefulSet")
-            for name, m in by_kind(manifests, kind).items()}
+    pods = {
+        name: m["spec"]["template"]["metadata"]["labels"]
+        for kind in ("Deployment", "StatefulSet")
+        for name, m in by_kind(manifests, kind).items()
+    }
     for name, labels in pods.items():
         applying = [p for p in policies if _selects(p["spec"]["podSelector"], labels)]
-        assert any(p["spec"]["policyTypes"] == ["Ingress", "Egress"] and not p["spec"].get("ingress")
-                   and not p["spec"].get("egress") for p in applying), f"{name}: no default deny"
+        assert any(
+            p["spec"]["policyTypes"] == ["Ingress", "Egress"]
+            and not p["spec"].get("ingress")
+            and not p["spec"].get("egress")
+            for p in applying
+        ), f"{name}: no default deny"
         ingress = [rule for p in applying for rule in p["spec"].get("ingress", [])]
         open_to_all = [rule for rule in ingress if not rule.get("from")]
         if name == GATEWAY:
@@ -390,11 +426,20 @@ def test_network_policies(rendered: dict[str, list[Manifest]], value_set: str) -
             assert egress_ports <= {53, 6379, 6380, 443, 9000, 4317, 4318}, egress_ports
             # URL inputs: out to public addresses on the download ports only, never the private ranges
             assert [{port["port"] for port in rule["ports"]} for rule in downloads] == [{80, 443}], name
-    gateway_egress = [rule for p in policies if _selects(p["spec"]["podSelector"], pods[GATEWAY])
-                      for rule in p["spec"].get("egress", [])]
-    grpc_rules = [rule for rule in gateway_egress if any(
-        "podSelector" in peer and _selects(peer["podSelector"], pods[f"{RELEASE}-transcriber"])
-        for peer in rule.get("to", []))]
+    gateway_egress = [
+        rule
+        for p in policies
+        if _selects(p["spec"]["podSelector"], pods[GATEWAY])
+        for rule in p["spec"].get("egress", [])
+    ]
+    grpc_rules = [
+        rule
+        for rule in gateway_egress
+        if any(
+            "podSelector" in peer and _selects(peer["podSelector"], pods[f"{RELEASE}-transcriber"])
+            for peer in rule.get("to", [])
+        )
+    ]
     assert {port["port"] for rule in grpc_rules for port in rule["ports"]} == {50051, 50052}
 
 
@@ -404,8 +449,14 @@ def _public_internet(rule: dict[str, Any]) -> bool:
     wide = {b["cidr"]: set(b.get("except", [])) for b in blocks if b["cidr"] in ("0.0.0.0/0", "::/0")}
     if not wide:
         return False
-    assert wide["0.0.0.0/0"] >= {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
-                                 "127.0.0.0/8", "100.64.0.0/10"}, wide
+    assert wide["0.0.0.0/0"] >= {
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "127.0.0.0/8",
+        "100.64.0.0/10",
+    }, wide
     assert wide["::/0"] >= {"::1/128", "fc00::/7", "fe80::/10"}, wide
     return True
 
@@ -421,7 +472,9 @@ def test_url_inputs_follow_the_values(render: Callable[..., list[Manifest]]) -> 
     data = by_kind(on, "ConfigMap")[RELEASE]["data"]
     assert data["MEDIAFLOW_URL_INPUTS"] == "true"
     assert Settings(url_allowed_hosts=data["MEDIAFLOW_URL_ALLOWED_HOSTS"]).url_allowed_hosts == [
-        "minio.minio.svc", "10.96.0.0/12"]
+        "minio.minio.svc",
+        "10.96.0.0/12",
+    ]
     rules = [r for r in by_kind(on, "NetworkPolicy")[f"{RELEASE}-workers"]["spec"]["egress"] if _public_internet(r)]
     assert {"cidr": "10.96.0.0/12"} in [peer["ipBlock"] for peer in rules[0]["to"]]
 
@@ -429,9 +482,14 @@ def test_url_inputs_follow_the_values(render: Callable[..., list[Manifest]]) -> 
 def test_webhooks_follow_the_values(render: Callable[..., list[Manifest]]) -> None:
     """Off by default; with a secret every pod gets it from a Secret (the gateway to accept webhook
     URLs, the workers to sign deliveries), and the workers keep their egress even with URL inputs off."""
+
     def secret_refs(manifests: list[Manifest]) -> dict[str, str]:
-        return {name: env["valueFrom"]["secretKeyRef"]["name"] for name, spec in pod_specs(manifests).items()
-                for env in spec["containers"][0].get("env", []) if env["name"] == "MEDIAFLOW_WEBHOOK_SECRET"}
+        return {
+            name: env["valueFrom"]["secretKeyRef"]["name"]
+            for name, spec in pod_specs(manifests).items()
+            for env in spec["containers"][0].get("env", [])
+            if env["name"] == "MEDIAFLOW_WEBHOOK_SECRET"
+        }
 
     assert secret_refs(render()) == {}
     secret = "whsec_" + "A" * 43 + "="
@@ -451,6 +509,7 @@ def test_keda_operator_may_reach_the_bundled_redis(rendered: dict[str, list[Mani
 
 
 # --- gateway scaling and dashboards -----------------------------------------------------------------
+
 
 def test_gateway_scales_on_cpu_and_keeps_one_up(rendered: dict[str, list[Manifest]]) -> None:
     hpa = by_kind(rendered["default"], "HorizontalPodAutoscaler")[GATEWAY]
@@ -500,4 +559,3 @@ def test_otel_endpoint_is_optional(rendered: dict[str, list[Manifest]]) -> None:
 def test_release_namespace_in_addresses(rendered: dict[str, list[Manifest]]) -> None:
     address = by_kind(rendered["default"], "ScaledObject")[f"{RELEASE}-transcriber"]["spec"]["triggers"][0]
     assert address["metadata"]["address"] == f"{RELEASE}-redis.{NAMESPACE}.svc:6379"
-

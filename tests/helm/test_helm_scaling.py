@@ -14,10 +14,10 @@ import pytest
 from helm_support import RELEASE, VALUE_SETS, Manifest, by_kind
 from redis.asyncio import Redis
 
-from mediaflow.common.dispatch import Dispatcher
 from mediaflow.common.ids import new_job_id
-from mediaflow.common.jobs import Job, JobType
-from mediaflow.common.queues import queue_for
+from mediaflow.common.jobs.dispatch import Dispatcher
+from mediaflow.common.jobs.model import Job, JobType
+from mediaflow.common.jobs.queues import queue_for
 from mediaflow.common.settings import Settings
 
 # pkg/scalers/redis_scaler.go (KEDA v2.20): the length of `listName` by its Redis type.
@@ -46,8 +46,13 @@ class RedisTrigger:
         spec = scaled["spec"]
         [trigger] = spec["triggers"]
         meta = trigger["metadata"]
-        return cls(meta["listName"], int(meta["listLength"]), int(meta.get("activationListLength", "0")),
-                   spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100))
+        return cls(
+            meta["listName"],
+            int(meta["listLength"]),
+            int(meta.get("activationListLength", "0")),
+            spec.get("minReplicaCount", 0),
+            spec.get("maxReplicaCount", 100),
+        )
 
     def desired_replicas(self, length: int) -> int:
         """KEDA: the scaler is active when length > activationListLength; inactive with minReplicaCount 0
@@ -73,8 +78,14 @@ async def replicas(redis: Redis, manifests: list[Manifest]) -> dict[str, int]:
 
 def make_job(job_type: JobType, options: dict[str, Any]) -> Job:
     # routed exactly like the gateway routes a submission
-    return Job(id=new_job_id(), type=job_type, options=options, input={"media_id": "m_test"},
-               queue=queue_for(job_type, options, Settings()), tenant="scaling")
+    return Job(
+        id=new_job_id(),
+        type=job_type,
+        options=options,
+        input={"media_id": "m_test"},
+        queue=queue_for(job_type, options, Settings()),
+        tenant="scaling",
+    )
 
 
 def compose_options(items: int, resolution: str = "1920x1080") -> dict[str, Any]:
@@ -82,22 +93,28 @@ def compose_options(items: int, resolution: str = "1920x1080") -> dict[str, Any]
 
 
 async def submit(redis: Redis, transcribe: int = 0, compose: int = 0, heavy: int = 0) -> list[Job]:
-    jobs = ([make_job(JobType.transcribe, {}) for _ in range(transcribe)]
-            + [make_job(JobType.compose, compose_options(3)) for _ in range(compose)]
-            + [make_job(JobType.compose, compose_options(45)) for _ in range(heavy)])
+    jobs = (
+        [make_job(JobType.transcribe, {}) for _ in range(transcribe)]
+        + [make_job(JobType.compose, compose_options(3)) for _ in range(compose)]
+        + [make_job(JobType.compose, compose_options(45)) for _ in range(heavy)]
+    )
     await Dispatcher(redis).submit_many(jobs)
     return jobs
 
 
 # expected replicas per value set: {value set: [(transcribe, compose, heavy jobs), {deployment: replicas}]}
 EXPECTED = {
-    "default": [((0, 0, 0), {TRANSCRIBER: 1, COMPOSITOR: 1, HEAVY: 0}),   # CPU pools stay warm
-                ((5, 3, 1), {TRANSCRIBER: 3, COMPOSITOR: 2, HEAVY: 1}),
-                ((30, 40, 9), {TRANSCRIBER: 4, COMPOSITOR: 6, HEAVY: 2})],  # capped at maxReplicaCount
-    "gpu": [((0, 0, 0), {TRANSCRIBER: 0, COMPOSITOR: 0, HEAVY: 0}),       # GPU pools scale to zero
-            ((1, 1, 0), {TRANSCRIBER: 1, COMPOSITOR: 1, HEAVY: 0}),
-            ((5, 3, 1), {TRANSCRIBER: 3, COMPOSITOR: 2, HEAVY: 1}),
-            ((30, 40, 9), {TRANSCRIBER: 8, COMPOSITOR: 8, HEAVY: 2})],
+    "default": [
+        ((0, 0, 0), {TRANSCRIBER: 1, COMPOSITOR: 1, HEAVY: 0}),  # CPU pools stay warm
+        ((5, 3, 1), {TRANSCRIBER: 3, COMPOSITOR: 2, HEAVY: 1}),
+        ((30, 40, 9), {TRANSCRIBER: 4, COMPOSITOR: 6, HEAVY: 2}),
+    ],  # capped at maxReplicaCount
+    "gpu": [
+        ((0, 0, 0), {TRANSCRIBER: 0, COMPOSITOR: 0, HEAVY: 0}),  # GPU pools scale to zero
+        ((1, 1, 0), {TRANSCRIBER: 1, COMPOSITOR: 1, HEAVY: 0}),
+        ((5, 3, 1), {TRANSCRIBER: 3, COMPOSITOR: 2, HEAVY: 1}),
+        ((30, 40, 9), {TRANSCRIBER: 8, COMPOSITOR: 8, HEAVY: 2}),
+    ],
 }
 
 
@@ -119,8 +136,9 @@ async def test_queues_are_sorted_sets_measured_with_zcard(redis: Redis, rendered
         assert await measure(redis, trigger) == await redis.zcard(trigger.list_name) > 0
 
 
-async def test_every_queued_job_is_seen_by_exactly_one_scaler(redis: Redis,
-                                                              rendered: dict[str, list[Manifest]]) -> None:
+async def test_every_queued_job_is_seen_by_exactly_one_scaler(
+    redis: Redis, rendered: dict[str, list[Manifest]]
+) -> None:
     """No queue the code uses is left without a scaler (its jobs would wait for ever on a GPU pool at zero)."""
     for value_set in VALUE_SETS:
         await redis.flushall()
@@ -140,8 +158,9 @@ async def test_cancelled_jobs_stop_counting(redis: Redis, rendered: dict[str, li
     assert (await replicas(redis, gpu))[TRANSCRIBER] == 0
 
 
-async def test_activation_threshold_holds_a_gpu_pool_at_zero(redis: Redis,
-                                                             render: Callable[..., list[Manifest]]) -> None:
+async def test_activation_threshold_holds_a_gpu_pool_at_zero(
+    redis: Redis, render: Callable[..., list[Manifest]]
+) -> None:
     manifests = render(*VALUE_SETS["gpu"], set_values={"workers.transcriber.keda.activationListLength": "3"})
     await submit(redis, transcribe=3)
     assert (await replicas(redis, manifests))[TRANSCRIBER] == 0, "3 jobs do not wake the pool"

@@ -38,10 +38,12 @@ def releases(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def render_release(render: Callable[..., list[Manifest]], release: dict[str, Any], tag: str) -> list[Manifest]:
     """What skaffold's helm deployer would install: its templates filled in like skaffold does."""
+
     def fill(template: str) -> str:
         def repl(match: re.Match[str]) -> str:
             kind, image = match.group(1), match.group(2)
             return {"REPO": f"registry.example/{image.replace('_', '-')}", "TAG": "abc1234", "DIGEST": tag}[kind]
+
         return re.sub(r"\{\{\s*\.IMAGE_(REPO|TAG|DIGEST)_(\w+)\s*\}\}", repl, template)
 
     values = {k: fill(v) for k, v in release.get("setValueTemplates", {}).items()}
@@ -81,12 +83,17 @@ def test_profiles_cpu_and_gpu(skaffold: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("digest", ["", DIGEST], ids=["loaded-locally", "pushed"])
 @pytest.mark.parametrize("profile", ["cpu", "gpu"])
-def test_release_renders_the_built_images(skaffold: dict[str, Any], render: Callable[..., list[Manifest]],
-                                          profile: str, digest: str) -> None:
+def test_release_renders_the_built_images(
+    skaffold: dict[str, Any], render: Callable[..., list[Manifest]], profile: str, digest: str
+) -> None:
     release = releases(skaffold)[profile]
     manifests = render_release(render, release, digest)
-    images = {c["image"] for m in manifests if m["kind"] in ("Deployment",)
-              for c in m["spec"]["template"]["spec"]["containers"]}
+    images = {
+        c["image"]
+        for m in manifests
+        if m["kind"] in ("Deployment",)
+        for c in m["spec"]["template"]["spec"]["containers"]
+    }
     suffix = f":abc1234@{digest}" if digest else ":abc1234"
     assert images == {f"registry.example/mediaflow-{s}{suffix}" for s in ("api", "transcriber", "compositor")}
     for manifest in manifests:
@@ -94,16 +101,23 @@ def test_release_renders_the_built_images(skaffold: dict[str, Any], render: Call
             continue
         kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
     workers = [m for m in manifests if m["kind"] == "Deployment" and not m["metadata"]["name"].endswith("gateway")]
-    gpus = {"nvidia.com/gpu" in m["spec"]["template"]["spec"]["containers"][0]["resources"].get("limits", {})
-            for m in workers}
+    gpus = {
+        "nvidia.com/gpu" in m["spec"]["template"]["spec"]["containers"][0]["resources"].get("limits", {})
+        for m in workers
+    }
     assert gpus == {profile == "gpu"}
-    encoders = {v["value"] for m in workers for v in m["spec"]["template"]["spec"]["containers"][0]["env"]
-                if v["name"] == "MEDIAFLOW_ENCODER"}
+    encoders = {
+        v["value"]
+        for m in workers
+        for v in m["spec"]["template"]["spec"]["containers"][0]["env"]
+        if v["name"] == "MEDIAFLOW_ENCODER"
+    }
     assert encoders == ({"auto"} if profile == "gpu" else {"x264"})
 
 
-def test_port_forward_targets_the_gateway_service(skaffold: dict[str, Any],
-                                                  render: Callable[..., list[Manifest]]) -> None:
+def test_port_forward_targets_the_gateway_service(
+    skaffold: dict[str, Any], render: Callable[..., list[Manifest]]
+) -> None:
     release = releases(skaffold)["cpu"]
     services = by_kind(render_release(render, release, ""), "Service")
     [forward] = skaffold["portForward"]
@@ -112,4 +126,3 @@ def test_port_forward_targets_the_gateway_service(skaffold: dict[str, Any],
     service = services[forward["resourceName"]]
     assert service["metadata"]["labels"]["app.kubernetes.io/component"] == "gateway"
     assert forward["port"] == service["spec"]["ports"][0]["port"]
-

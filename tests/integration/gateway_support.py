@@ -12,11 +12,12 @@ import httpx
 import uvicorn
 
 from mediaflow.api.app import create_app
-from mediaflow.common.context import Handler
-from mediaflow.common.jobs import JobType
-from mediaflow.common.queues import COMPOSE_QUEUE
+from mediaflow.common.jobs.keys import COMPOSE_QUEUE
+from mediaflow.common.jobs.model import JobType
+from mediaflow.common.runtime.arq_worker import create_worker
+from mediaflow.common.runtime.context import Handler
 from mediaflow.common.settings import Settings
-from mediaflow.common.worker import create_worker
+from mediaflow.common.workflows import WORKFLOWS
 from mediaflow.compositor import jobs as compositor_jobs
 
 ALICE = {"Authorization": "Bearer key-alice"}
@@ -28,8 +29,9 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 async def running_gateway(settings: Settings, **app_kwargs: Any) -> AsyncIterator[str]:
     """Serve create_app(settings) with uvicorn on 127.0.0.1:<free port>; yields the base URL."""
     app = create_app(settings, **app_kwargs)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False,
-                            lifespan="on", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=1
+    )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
@@ -47,11 +49,15 @@ async def running_gateway(settings: Settings, **app_kwargs: Any) -> AsyncIterato
 
 
 @contextlib.asynccontextmanager
-async def running_compositor(settings: Settings, handlers: dict[JobType, Handler] | None = None
-                             ) -> AsyncIterator[None]:
+async def running_compositor(settings: Settings, handlers: dict[JobType, Handler] | None = None) -> AsyncIterator[None]:
     """The compose pool's worker, in this process (no signal handlers)."""
-    worker = create_worker(COMPOSE_QUEUE, handlers or {JobType.probe: compositor_jobs.probe}, settings,
-                           handle_signals=False)
+    worker = create_worker(
+        COMPOSE_QUEUE,
+        handlers or {JobType.probe: compositor_jobs.probe},
+        settings,
+        workflows=WORKFLOWS,
+        handle_signals=False,
+    )
     task = asyncio.create_task(worker.async_run())
     try:
         yield
@@ -67,8 +73,9 @@ async def upload(client: httpx.AsyncClient, path: Any, headers: dict[str, str] =
         return await client.post("/v1/media", files={"file": (path.name, fh)}, headers=headers)
 
 
-async def wait_terminal(client: httpx.AsyncClient, job_id: str, headers: dict[str, str] = ALICE,
-                        timeout: float = 30.0) -> dict[str, Any]:
+async def wait_terminal(
+    client: httpx.AsyncClient, job_id: str, headers: dict[str, str] = ALICE, timeout: float = 30.0
+) -> dict[str, Any]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         job = (await client.get(f"/v1/jobs/{job_id}", headers=headers)).json()

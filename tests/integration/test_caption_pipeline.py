@@ -18,13 +18,13 @@ import pytest
 from compositor_helpers import GRID, JFK, ffprobe, stream
 from job_support import in_process_worker, wait_state
 
-from mediaflow.common.dispatch import Dispatcher
 from mediaflow.common.ids import new_job_id
-from mediaflow.common.jobs import Job, JobState, JobType, Media
-from mediaflow.common.queues import COMPOSE_QUEUE, TRANSCRIBE_QUEUE
+from mediaflow.common.jobs.dispatch import Dispatcher
+from mediaflow.common.jobs.keys import COMPOSE_QUEUE, TRANSCRIBE_QUEUE
+from mediaflow.common.jobs.model import Job, JobState, JobType, Media
+from mediaflow.common.runtime.arq_worker import MediaflowWorker
 from mediaflow.common.settings import Settings
 from mediaflow.common.storage import open_storage
-from mediaflow.common.worker import MediaflowWorker
 from mediaflow.compositor.main import HANDLERS
 
 TERMINAL = {JobState.succeeded, JobState.failed, JobState.cancelled}
@@ -43,21 +43,40 @@ def pipeline_storage(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def pipe_settings(redis_url, pipeline_storage, media) -> Settings:
-    return Settings(redis_url=redis_url, storage_url=f"file://{pipeline_storage}", allowed_roots=[media],
-                    poll_delay=0.5, lease_seconds=5.0, job_completion_wait=5, progress_interval=0.1)
+    return Settings(
+        redis_url=redis_url,
+        storage_url=f"file://{pipeline_storage}",
+        allowed_roots=[media],
+        poll_delay=0.5,
+        lease_seconds=5.0,
+        job_completion_wait=5,
+        progress_interval=0.1,
+    )
 
 
 @pytest.fixture(scope="module")
 def transcriber(redis_url, pipeline_storage, media) -> Iterator[subprocess.Popen]:
     """`mediaflow-transcriber` as a separate process, as deployed."""
-    env = {**os.environ, "MEDIAFLOW_REDIS_URL": redis_url, "MEDIAFLOW_STORAGE_URL": f"file://{pipeline_storage}",
-           "MEDIAFLOW_ALLOWED_ROOTS": str(media), "MEDIAFLOW_DEVICE": "cpu", "MEDIAFLOW_POLL_DELAY": "0.5",
-           "MEDIAFLOW_PROGRESS_INTERVAL": "0.2", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "MEDIAFLOW_REDIS_URL": redis_url,
+        "MEDIAFLOW_STORAGE_URL": f"file://{pipeline_storage}",
+        "MEDIAFLOW_ALLOWED_ROOTS": str(media),
+        "MEDIAFLOW_DEVICE": "cpu",
+        "MEDIAFLOW_POLL_DELAY": "0.5",
+        "MEDIAFLOW_PROGRESS_INTERVAL": "0.2",
+        "HF_HUB_OFFLINE": "1",
+    }
     exe = Path(sys.executable).with_name("mediaflow-transcriber")
     log = pipeline_storage / "transcriber.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(exe), "--grpc-port", str(_free_port())], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(exe), "--grpc-port", str(_free_port())],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         yield proc
     finally:
@@ -85,9 +104,17 @@ async def upload(dispatcher: Dispatcher, settings: Settings, path: Path) -> dict
 
 
 def caption_job(inp: dict, mode: str = "both") -> Job:
-    return Job(id=new_job_id(), type=JobType.caption, queue=COMPOSE_QUEUE, input=inp,
-               options={"mode": mode, "output": {"resolution": "1280x720", "fps": 25, "quality": "draft"},
-                        "transcribe": {"language": "en", "summary": False}})
+    return Job(
+        id=new_job_id(),
+        type=JobType.caption,
+        queue=COMPOSE_QUEUE,
+        input=inp,
+        options={
+            "mode": mode,
+            "output": {"resolution": "1280x720", "fps": 25, "quality": "draft"},
+            "transcribe": {"language": "en", "summary": False},
+        },
+    )
 
 
 async def test_cancel_parent_cancels_queued_child_and_finishes(redis, pipe_settings):
@@ -136,8 +163,10 @@ async def test_caption_pipeline_end_to_end(redis, pipe_settings, transcriber):
     await dispatcher.submit(parent)
     async with compositor(pipe_settings):
         done = await wait_for(dispatcher, parent.id, TERMINAL, 240)
-    assert done.state == JobState.succeeded, (done.error, (pipe_settings and Path(
-        pipe_settings.storage_url[7:]) / "transcriber.log").read_text()[-2000:])
+    assert done.state == JobState.succeeded, (
+        done.error,
+        (pipe_settings and Path(pipe_settings.storage_url[7:]) / "transcriber.log").read_text()[-2000:],
+    )
     transcribe_id, compose_id = done.children
     t, c = await dispatcher.store.get(transcribe_id), await dispatcher.store.get(compose_id)
     assert (t.type, t.state, t.parent_id) == (JobType.transcribe, JobState.succeeded, parent.id)

@@ -31,16 +31,44 @@ def continuous_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A clip whose audio is continuous pink noise, stored as PCM (sample-exact reference)."""
     path = tmp_path_factory.mktemp("joins") / "continuous.mov"
     seconds = ITEMS * ITEM + 0.5
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=s=640x360:r={FPS}:d={seconds}",
-                    "-f", "lavfi", "-i", f"anoisesrc=c=pink:r={SR}:a=0.3:seed=7:d={seconds}",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-                    "-c:a", "pcm_s16le", "-ac", "2", "-shortest", str(path)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=s=640x360:r={FPS}:d={seconds}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"anoisesrc=c=pink:r={SR}:a=0.3:seed=7:d={seconds}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "pcm_s16le",
+            "-ac",
+            "2",
+            "-shortest",
+            str(path),
+        ],
+        check=True,
+    )
     return path
 
 
 def decode_mono(path: Path) -> np.ndarray:
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(SR),
-                          "-f", "f32le", "-"], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(SR), "-f", "f32le", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
     return np.frombuffer(raw, dtype=np.float32)
 
 
@@ -48,9 +76,9 @@ def lag_at(out: np.ndarray, ref: np.ndarray, at: float, span: float = 0.02, sear
     """Lag in samples (output behind the source > 0) of the output window starting at `at` seconds, and
     the normalised correlation of the best match."""
     n0, n = round(at * SR), round(span * SR)
-    window = out[n0:n0 + n].astype(np.float64)
+    window = out[n0 : n0 + n].astype(np.float64)
     lo = max(0, n0 - round(search * SR))
-    segment = ref[lo:n0 + n + round(search * SR)].astype(np.float64)
+    segment = ref[lo : n0 + n + round(search * SR)].astype(np.float64)
     corr = np.correlate(segment, window, mode="valid")
     norm = np.sqrt(np.convolve(segment * segment, np.ones(n), mode="valid") * float(window @ window)) + 1e-12
     score = corr / norm
@@ -60,19 +88,22 @@ def lag_at(out: np.ndarray, ref: np.ndarray, at: float, span: float = 0.02, sear
 
 @pytest.mark.parametrize(("captions", "strategy"), [("soft", "chunked-concat-copy"), ("burn", "chunked-final-graph")])
 async def test_chunk_joins_are_seamless_and_in_sync(tmp_path, continuous_source, captions, strategy):
-    items = [{"kind": "video", "path": str(continuous_source), "trim": {"start": round(k * ITEM, 6),
-                                                                        "end": round((k + 1) * ITEM, 6)}}
-             for k in range(ITEMS)]
+    items = [
+        {
+            "kind": "video",
+            "path": str(continuous_source),
+            "trim": {"start": round(k * ITEM, 6), "end": round((k + 1) * ITEM, 6)},
+        }
+        for k in range(ITEMS)
+    ]
     # A soft track is muxed at the concat join; burned captions span the whole timeline, so those
     # chunks are joined by a final graph.
     srt = tmp_path / "captions.srt"
     srt.write_text("1\n00:00:01,000 --> 00:00:03,000\nhello\n")
     extra = {captions: srt}
-    options = {"output": {"resolution": "1280x720", "fps": FPS, "quality": "draft", "encoder": "x264"},
-               "items": items}
+    options = {"output": {"resolution": "1280x720", "fps": FPS, "quality": "draft", "encoder": "x264"}, "items": items}
     config = CompositorConfig()
-    out, info, _ = await render_options(options, tmp_path, roots=[continuous_source.parent], config=config,
-                                        **extra)
+    out, info, _ = await render_options(options, tmp_path, roots=[continuous_source.parent], config=config, **extra)
     assert info == {"strategy": strategy, "chunks": 3}
 
     expected = ITEMS * ITEM
@@ -85,8 +116,9 @@ async def test_chunk_joins_are_seamless_and_in_sync(tmp_path, continuous_source,
     subtitles = [s["codec_name"] for s in probed["streams"] if s["codec_type"] == "subtitle"]
     assert subtitles == (["mov_text"] if captions == "soft" else [])
 
-    decoded = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-f", "null", "-"],
-                             capture_output=True, text=True)
+    decoded = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(out), "-f", "null", "-"], capture_output=True, text=True
+    )
     assert decoded.returncode == 0 and decoded.stderr.strip() == ""
 
     ref, got = decode_mono(continuous_source), decode_mono(out)

@@ -12,9 +12,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from mediaflow.common.grpc import channel
-from mediaflow.common.queues import COMPOSE_QUEUE
+from mediaflow.common.jobs.keys import COMPOSE_QUEUE
+from mediaflow.common.runtime.arq_worker import create_worker
 from mediaflow.common.storage import open_storage
-from mediaflow.common.worker import create_worker
+from mediaflow.common.workflows import WORKFLOWS
 from mediaflow.compositor.main import HANDLERS, lifecycle
 from mediaflow.v1 import common_pb2, compositor_pb2, compositor_pb2_grpc
 
@@ -31,8 +32,15 @@ async def compositor_port(settings):
     storage.put_file("media/m_bbb/bbb.mp4", BBB)
     storage.put_file("media/m_jfk/jfk.flac", JFK)
     on_startup, on_shutdown = lifecycle(settings, port)
-    worker = create_worker(COMPOSE_QUEUE, HANDLERS, settings, handle_signals=False, on_startup=on_startup,
-                           on_shutdown=on_shutdown)
+    worker = create_worker(
+        COMPOSE_QUEUE,
+        HANDLERS,
+        settings,
+        workflows=WORKFLOWS,
+        handle_signals=False,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
     task = asyncio.create_task(worker.async_run())
     for _ in range(200):
         await asyncio.sleep(0.05)
@@ -50,6 +58,7 @@ async def compositor_port(settings):
 async def test_probe_capabilities_thumbnail_health_reflection(compositor_port):
     async with channel(f"127.0.0.1:{compositor_port}") as ch:
         stub = compositor_pb2_grpc.CompositorStub(ch)
+
         def ref(key: str) -> compositor_pb2.ProbeRequest:
             return compositor_pb2.ProbeRequest(media=common_pb2.MediaRef(storage_key=key))
 
@@ -68,23 +77,34 @@ async def test_probe_capabilities_thumbnail_health_reflection(compositor_port):
         assert "NVENC" in caps.encoder_reason and caps.ffmpeg_version.startswith("ffmpeg version")
         assert "3840x2160" in caps.resolutions
 
-        thumb = await stub.Thumbnail(compositor_pb2.ThumbnailRequest(
-            media=common_pb2.MediaRef(storage_key="media/m_bbb/bbb.mp4"), time=1.0, width=320), timeout=10)
+        thumb = await stub.Thumbnail(
+            compositor_pb2.ThumbnailRequest(
+                media=common_pb2.MediaRef(storage_key="media/m_bbb/bbb.mp4"), time=1.0, width=320
+            ),
+            timeout=10,
+        )
         assert thumb.image[:2] == b"\xff\xd8" and thumb.content_type == "image/jpeg"
         assert (thumb.width, thumb.height) == (320, 180)  # display aspect honoured
 
-        for key, code in [("media/m_none/x.mp4", grpc.StatusCode.NOT_FOUND),
-                          ("../../etc/passwd", grpc.StatusCode.INVALID_ARGUMENT)]:
+        for key, code in [
+            ("media/m_none/x.mp4", grpc.StatusCode.NOT_FOUND),
+            ("../../etc/passwd", grpc.StatusCode.INVALID_ARGUMENT),
+        ]:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await stub.Probe(compositor_pb2.ProbeRequest(media=common_pb2.MediaRef(storage_key=key)), timeout=10)
             assert err.value.code() == code, err.value.details()
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.Thumbnail(compositor_pb2.ThumbnailRequest(
-                media=common_pb2.MediaRef(storage_key="media/m_jfk/jfk.flac"), time=1.0), timeout=10)
+            await stub.Thumbnail(
+                compositor_pb2.ThumbnailRequest(
+                    media=common_pb2.MediaRef(storage_key="media/m_jfk/jfk.flac"), time=1.0
+                ),
+                timeout=10,
+            )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
         health = await health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service="mediaflow.v1.Compositor"), timeout=5)
+            health_pb2.HealthCheckRequest(service="mediaflow.v1.Compositor"), timeout=5
+        )
         assert health.status == health_pb2.HealthCheckResponse.SERVING
 
         refl = reflection_pb2_grpc.ServerReflectionStub(ch)

@@ -14,17 +14,19 @@ import pytest
 from compositor_helpers import BBB, GRID, ffprobe, frame_at, make_pattern, stream
 from job_support import in_process_worker, wait_state
 
-from mediaflow.common.dispatch import Dispatcher
 from mediaflow.common.ids import new_job_id
-from mediaflow.common.jobs import Artifact, Job, JobState, JobType, Media
-from mediaflow.common.queues import COMPOSE_QUEUE
+from mediaflow.common.jobs.dispatch import Dispatcher
+from mediaflow.common.jobs.keys import COMPOSE_QUEUE
+from mediaflow.common.jobs.model import Artifact, Job, JobState, JobType, Media
+from mediaflow.common.runtime.arq_worker import MediaflowWorker
 from mediaflow.common.settings import Settings
 from mediaflow.common.storage import open_storage
-from mediaflow.common.worker import MediaflowWorker
 from mediaflow.compositor.main import HANDLERS
 
-SRT = ("1\n00:00:00,000 --> 00:00:02,000\nHello captions [0:v];movie='x'\n\n"
-       "2\n00:00:02,000 --> 00:00:02,400\nsecond line\n")
+SRT = (
+    "1\n00:00:00,000 --> 00:00:02,000\nHello captions [0:v];movie='x'\n\n"
+    "2\n00:00:02,000 --> 00:00:02,400\nsecond line\n"
+)
 
 
 def compositor(settings: Settings) -> contextlib.AbstractAsyncContextManager[MediaflowWorker]:
@@ -48,15 +50,23 @@ async def finished_transcription(dispatcher: Dispatcher, settings: Settings, srt
     storage = open_storage(settings.storage_url)
     with storage.writer(f"jobs/{job_id}/captions.srt") as out:
         out.write(srt.encode())
-    job = Job(id=job_id, type=JobType.transcribe, state=JobState.succeeded, queue="mediaflow:queue:transcribe",
-              artifacts=[Artifact(name="captions.srt", size=len(srt), content_type="application/x-subrip")])
+    job = Job(
+        id=job_id,
+        type=JobType.transcribe,
+        state=JobState.succeeded,
+        queue="mediaflow:queue:transcribe",
+        artifacts=[Artifact(name="captions.srt", size=len(srt), content_type="application/x-subrip")],
+    )
     await dispatcher.store.redis.set(f"mediaflow:job:{job_id}", job.internal_json())
     return job_id
 
 
 def ffmpeg_children() -> list[psutil.Process]:
-    return [p for p in psutil.Process(os.getpid()).children(recursive=True)
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE and "ffmpeg" in p.name()]
+    return [
+        p
+        for p in psutil.Process(os.getpid()).children(recursive=True)
+        if p.is_running() and p.status() != psutil.STATUS_ZOMBIE and "ffmpeg" in p.name()
+    ]
 
 
 def compose_job(options: dict, **fields) -> Job:
@@ -68,10 +78,16 @@ async def test_compose_job_with_uploaded_media_and_captions_both(redis, settings
     still = await upload(dispatcher, settings, make_pattern(tmp_path / "still.png", "800x600"))
     clip = await upload(dispatcher, settings, GRID)
     captions = await finished_transcription(dispatcher, settings, SRT)
-    job = compose_job({"output": {"resolution": "1280x720", "fps": 25, "quality": "draft"},
-                       "items": [{"kind": "image", "media_id": still, "duration": 2.4},
-                                 {"kind": "video", "media_id": clip, "trim": {"end": 1.0}}],
-                       "captions": {"job_id": captions, "mode": "both"}})
+    job = compose_job(
+        {
+            "output": {"resolution": "1280x720", "fps": 25, "quality": "draft"},
+            "items": [
+                {"kind": "image", "media_id": still, "duration": 2.4},
+                {"kind": "video", "media_id": clip, "trim": {"end": 1.0}},
+            ],
+            "captions": {"job_id": captions, "mode": "both"},
+        }
+    )
     await dispatcher.submit(job)
     async with compositor(settings):
         done = await wait_for(dispatcher, job.id, {JobState.succeeded, JobState.failed})
@@ -102,8 +118,9 @@ async def test_compose_job_with_uploaded_media_and_captions_both(redis, settings
 async def test_missing_media_and_bad_captions_fail_with_codes(redis, settings):
     dispatcher = Dispatcher(redis)
     missing = compose_job({"items": [{"kind": "video", "media_id": "m_nope"}]})
-    not_ready = compose_job({"items": [{"kind": "video", "path": str(GRID)}],
-                             "captions": {"job_id": "j_nope", "mode": "burn"}})
+    not_ready = compose_job(
+        {"items": [{"kind": "video", "path": str(GRID)}], "captions": {"job_id": "j_nope", "mode": "burn"}}
+    )
     await dispatcher.submit(missing)
     await dispatcher.submit(not_ready)
     async with compositor(settings):
@@ -115,8 +132,10 @@ async def test_missing_media_and_bad_captions_fail_with_codes(redis, settings):
 
 def _slow_options() -> dict:
     # 1080p "high" x264 of ~16 s of video: many seconds of work on 2 shared cores.
-    return {"output": {"resolution": "1920x1080", "fps": 30, "quality": "high", "encoder": "x264"},
-            "items": [{"kind": "video", "path": str(BBB)}, {"kind": "video", "path": str(GRID)}] * 3}
+    return {
+        "output": {"resolution": "1920x1080", "fps": 30, "quality": "high", "encoder": "x264"},
+        "items": [{"kind": "video", "path": str(BBB)}, {"kind": "video", "path": str(GRID)}] * 3,
+    }
 
 
 async def test_cancel_mid_render_kills_ffmpeg_and_leaves_no_artifact(redis, settings):

@@ -36,20 +36,33 @@ def draft(resolution: str = "1280x720", fps: int = 25) -> dict:
 async def test_mixed_timeline_with_logo_title_and_image(tmp_path):
     logo = make_image(tmp_path / "logo.png", "400x200", "red")
     still = make_pattern(tmp_path / "still.png", "1024x768")
-    out, info, plan = await render_options({
-        "output": draft(),
-        "items": [
-            {"kind": "intro", "path": str(GRID), "trim": {"start": 0.0, "end": 2.0},
-             "logo": {"path": str(logo), "position": "top-right", "scale": 0.1, "margin": 20, "opacity": 1.0},
-             "text": {"words": ["Hello", "world"], "start": 0.0, "letter_delay": 0.02}},
-            {"kind": "image", "path": str(still), "duration": 1.0},
-            {"kind": "video", "path": str(BBB), "trim": {"start": 1.0, "end": 2.6}},
-        ]}, tmp_path)
+    out, info, plan = await render_options(
+        {
+            "output": draft(),
+            "items": [
+                {
+                    "kind": "intro",
+                    "path": str(GRID),
+                    "trim": {"start": 0.0, "end": 2.0},
+                    "logo": {"path": str(logo), "position": "top-right", "scale": 0.1, "margin": 20, "opacity": 1.0},
+                    "text": {"words": ["Hello", "world"], "start": 0.0, "letter_delay": 0.02},
+                },
+                {"kind": "image", "path": str(still), "duration": 1.0},
+                {"kind": "video", "path": str(BBB), "trim": {"start": 1.0, "end": 2.6}},
+            ],
+        },
+        tmp_path,
+    )
     assert info["strategy"] == "single-graph"
     meta = ffprobe(out)
     v, a = stream(meta, "video"), stream(meta, "audio")
     assert (v["codec_name"], v["width"], v["height"], v["r_frame_rate"], v["pix_fmt"]) == (
-        "h264", 1280, 720, "25/1", "yuv420p")
+        "h264",
+        1280,
+        720,
+        "25/1",
+        "yuv420p",
+    )
     assert (a["codec_name"], a["sample_rate"], a["channels"]) == ("aac", "48000", 2)
     expected = 2.0 + 1.0 + 1.6
     assert plan.total_duration == pytest.approx(expected)
@@ -57,7 +70,7 @@ async def test_mixed_timeline_with_logo_title_and_image(tmp_path):
     assert video_frame_count(out) == round(expected * 25)
     # The logo: 128 px wide (0.1 × 1280), 20 px from the top-right corner, solid red.
     frame = frame_at(out, 1.0)
-    patch = frame[30:70, 1280 - 20 - 100:1280 - 30].astype(int)
+    patch = frame[30:70, 1280 - 20 - 100 : 1280 - 30].astype(int)
     assert patch[..., 0].mean() > 200 and patch[..., 1].mean() < 60 and patch[..., 2].mean() < 60
     # Outside the logo the picture is the GRID speaker's blue background, not red.
     assert frame[30:70, 600:700, 0].mean() < 150
@@ -74,14 +87,18 @@ async def test_mixed_timeline_with_logo_title_and_image(tmp_path):
 async def test_display_aspect_is_honoured_and_padded(tmp_path):
     # big_buck_bunny_small.mp4 is stored 320x240 but flagged 16:9: it must fill a 16:9 frame, not be
     # pillarboxed as 4:3.
-    out, _, _ = await render_options({"output": draft(), "items": [
-        {"kind": "video", "path": str(BBB), "trim": {"start": 2.0, "end": 2.4}}]}, tmp_path)
+    out, _, _ = await render_options(
+        {"output": draft(), "items": [{"kind": "video", "path": str(BBB), "trim": {"start": 2.0, "end": 2.4}}]},
+        tmp_path,
+    )
     frame = frame_at(out, 0.2).astype(int)
     assert frame[:, :40].mean() > 20 and frame[:, -40:].mean() > 20  # no side bars
     # A 4:3 clip (GRID is 360x288, 5:4) is pillarboxed: black bars left and right.
     (tmp_path / "g").mkdir()
-    out2, _, _ = await render_options({"output": draft(), "items": [
-        {"kind": "video", "path": str(GRID), "trim": {"start": 0.0, "end": 0.4}}]}, tmp_path / "g")
+    out2, _, _ = await render_options(
+        {"output": draft(), "items": [{"kind": "video", "path": str(GRID), "trim": {"start": 0.0, "end": 0.4}}]},
+        tmp_path / "g",
+    )
     frame2 = frame_at(out2, 0.2).astype(int)
     assert frame2[:, :150].max() < 40 and frame2[:, -150:].max() < 40
     assert frame2[:, 500:780].mean() > 40
@@ -90,10 +107,11 @@ async def test_display_aspect_is_honoured_and_padded(tmp_path):
 async def test_rotated_phone_clip_is_shown_upright(tmp_path):
     land = make_clip(tmp_path / "land.mp4", "640x360", 0.4)
     rotated = tmp_path / "rotated.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(land), "-c", "copy", "-metadata:s:v", "rotate=90",
-                    str(rotated)], check=True)
-    out, _, _ = await render_options({"output": draft(), "items": [{"kind": "video", "path": str(rotated)}]},
-                                     tmp_path)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(land), "-c", "copy", "-metadata:s:v", "rotate=90", str(rotated)],
+        check=True,
+    )
+    out, _, _ = await render_options({"output": draft(), "items": [{"kind": "video", "path": str(rotated)}]}, tmp_path)
     frame = frame_at(out, 0.2).astype(int)
     # Displayed 360x640 (portrait) → 404x720 in the middle of a 1280x720 frame, black bars at the sides.
     assert frame[:, :400].max() < 40 and frame[:, -400:].max() < 40
@@ -103,10 +121,18 @@ async def test_rotated_phone_clip_is_shown_upright(tmp_path):
 async def test_crossfade_duration_and_silent_track(tmp_path):
     silent = make_clip(tmp_path / "silent.mp4", "640x480", 1.2, audio=None)
     mono = make_clip(tmp_path / "mono.mp4", "1920x1080", 1.2, audio="mono")
-    out, _, plan = await render_options({"output": draft(), "crossfade": 0.4, "items": [
-        {"kind": "video", "path": str(silent)},
-        {"kind": "video", "path": str(mono)},
-        {"kind": "video", "path": str(GRID), "trim": {"end": 1.2}}]}, tmp_path)
+    out, _, plan = await render_options(
+        {
+            "output": draft(),
+            "crossfade": 0.4,
+            "items": [
+                {"kind": "video", "path": str(silent)},
+                {"kind": "video", "path": str(mono)},
+                {"kind": "video", "path": str(GRID), "trim": {"end": 1.2}},
+            ],
+        },
+        tmp_path,
+    )
     meta = ffprobe(out)
     expected = 3 * 1.2 - 2 * 0.4
     assert plan.total_duration == pytest.approx(expected)
@@ -117,16 +143,38 @@ async def test_crossfade_duration_and_silent_track(tmp_path):
 
 
 async def test_1080p_output(tmp_path):
-    out, _, _ = await render_options({"output": draft("1920x1080", 30), "items": [
-        {"kind": "video", "path": str(BBB), "trim": {"start": 0.0, "end": 1.0}}]}, tmp_path)
+    out, _, _ = await render_options(
+        {
+            "output": draft("1920x1080", 30),
+            "items": [{"kind": "video", "path": str(BBB), "trim": {"start": 0.0, "end": 1.0}}],
+        },
+        tmp_path,
+    )
     v = stream(ffprobe(out), "video")
     assert (v["width"], v["height"], v["r_frame_rate"]) == (1920, 1080, "30/1")
     assert video_frame_count(out) == 30
 
 
 def _mean_volume(path: Path) -> float:
-    err = subprocess.run(["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a", "-af", "volumedetect",
-                          "-f", "null", "-"], capture_output=True, text=True, check=True).stderr
+    err = subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-nostats",
+            "-i",
+            str(path),
+            "-map",
+            "0:a",
+            "-af",
+            "volumedetect",
+            "-f",
+            "null",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     return float(err.split("mean_volume:")[1].split("dB")[0])
 
 
@@ -136,8 +184,9 @@ async def test_51_downmix_is_not_louder_than_the_source(tmp_path):
     ours = _mean_volume(out)
     # ffmpeg's own normalised s16 downmix of the same file is the reference level.
     ref = tmp_path / "ref.wav"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(BBB), "-ac", "2", "-c:a", "pcm_s16le", str(ref)],
-                   check=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(BBB), "-ac", "2", "-c:a", "pcm_s16le", str(ref)], check=True
+    )
     assert abs(ours - _mean_volume(ref)) < 2.0
 
 
@@ -181,22 +230,28 @@ async def test_long_timeline_renders_in_chunks_with_bounded_memory(tmp_path):
 async def test_chunked_with_crossfade_joins_through_a_final_graph(tmp_path):
     clip = make_clip(tmp_path / "c.mp4", "640x360", 0.6)
     items = [{"kind": "video", "path": str(clip)} for _ in range(5)]
-    out, info, _plan = await render_options({"output": draft("1280x720"), "crossfade": 0.2, "items": items},
-                                           tmp_path, config=CompositorConfig(chunk_items=2))
+    out, info, _plan = await render_options(
+        {"output": draft("1280x720"), "crossfade": 0.2, "items": items},
+        tmp_path,
+        config=CompositorConfig(chunk_items=2),
+    )
     assert info == {"strategy": "chunked-final-graph", "chunks": 3}
     expected = 5 * 0.6 - 4 * 0.2
     assert abs(float(stream(ffprobe(out), "video")["duration"]) - expected) <= 1 / 25 + 1e-6
 
 
-@pytest.mark.parametrize(("case", "code"), [
-    ("audio_only", "no_video_stream"),
-    ("corrupt", "corrupt_media"),
-    ("tiny_image", "image_too_small"),
-    ("trim_beyond", "trim_out_of_range"),
-    ("missing", "media_not_found"),
-    ("outside_roots", "path_not_allowed"),
-    ("fade_too_long", "crossfade_too_long"),
-])
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [
+        ("audio_only", "no_video_stream"),
+        ("corrupt", "corrupt_media"),
+        ("tiny_image", "image_too_small"),
+        ("trim_beyond", "trim_out_of_range"),
+        ("missing", "media_not_found"),
+        ("outside_roots", "path_not_allowed"),
+        ("fade_too_long", "crossfade_too_long"),
+    ],
+)
 async def test_bad_media_gives_clear_errors(tmp_path, case, code):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
@@ -229,9 +284,20 @@ async def test_filter_graph_injection_through_text_and_file_names(tmp_path):
     logo = make_image(evil_dir / "logo'];movie=x[,:.png", "64x64", "blue")
     canary = tmp_path / "pwned.txt"
     words = [payload, "{\\fs200\\c&H0000FF&}", f"';$(touch {canary})", "%{pts}", "\\N"]
-    out, _, _ = await render_options({"output": draft(), "items": [
-        {"kind": "video", "path": str(clip), "logo": {"path": str(logo)},
-         "text": {"words": words, "start": 0.0, "letter_delay": 0.0}}]}, tmp_path)
+    out, _, _ = await render_options(
+        {
+            "output": draft(),
+            "items": [
+                {
+                    "kind": "video",
+                    "path": str(clip),
+                    "logo": {"path": str(logo)},
+                    "text": {"words": words, "start": 0.0, "letter_delay": 0.0},
+                }
+            ],
+        },
+        tmp_path,
+    )
     assert not canary.exists()
     frame = frame_at(out, 0.5).astype(int)
     # No full-frame red drawbox from the injected filter.
@@ -246,23 +312,37 @@ async def test_filter_graph_injection_through_text_and_file_names(tmp_path):
 
 
 def _integrated_lufs(path: Path) -> float:
-    err = subprocess.run(["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a", "-af", "ebur128",
-                          "-f", "null", "-"], capture_output=True, text=True, check=True).stderr
+    err = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a", "-af", "ebur128", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     summary = err.rsplit("Summary:", 1)[1]
     return float(summary.split("I:")[1].split("LUFS")[0])
 
 
 async def test_loudness_normalisation(tmp_path):
-    out, _, _ = await render_options({"output": {**draft(), "loudnorm": True}, "items": [
-        {"kind": "video", "path": str(GRID)}, {"kind": "video", "path": str(BBB), "trim": {"end": 2.0}}]}, tmp_path)
+    out, _, _ = await render_options(
+        {
+            "output": {**draft(), "loudnorm": True},
+            "items": [{"kind": "video", "path": str(GRID)}, {"kind": "video", "path": str(BBB), "trim": {"end": 2.0}}],
+        },
+        tmp_path,
+    )
     a = stream(ffprobe(out), "audio")
     assert (a["sample_rate"], a["channels"]) == ("48000", 2)
     assert abs(_integrated_lufs(out) - (-16.0)) < 2.5
 
 
 async def test_4k_output(tmp_path):
-    out, _, _ = await render_options({"output": draft("3840x2160", 25), "items": [
-        {"kind": "video", "path": str(BBB), "trim": {"start": 0.0, "end": 0.4}}]}, tmp_path)
+    out, _, _ = await render_options(
+        {
+            "output": draft("3840x2160", 25),
+            "items": [{"kind": "video", "path": str(BBB), "trim": {"start": 0.0, "end": 0.4}}],
+        },
+        tmp_path,
+    )
     v = stream(ffprobe(out), "video")
     assert (v["width"], v["height"], v["codec_name"]) == (3840, 2160, "h264")
     assert video_frame_count(out) == 10
@@ -270,11 +350,21 @@ async def test_4k_output(tmp_path):
 
 async def test_video_logo_longer_than_its_item_does_not_extend_it(tmp_path):
     """A logo cut from a video (5.3 s) on a 1.5 s item: the item keeps its length, audio and video agree."""
-    out, _info, _plan = await render_options({
-        "output": draft(),
-        "items": [{"kind": "video", "path": str(GRID), "trim": {"start": 0.0, "end": 1.5},
-                   "logo": {"path": str(BBB), "position": "bottom-left", "scale": 0.2}},
-                  {"kind": "video", "path": str(GRID), "trim": {"start": 0.0, "end": 2.0}}]}, tmp_path)
+    out, _info, _plan = await render_options(
+        {
+            "output": draft(),
+            "items": [
+                {
+                    "kind": "video",
+                    "path": str(GRID),
+                    "trim": {"start": 0.0, "end": 1.5},
+                    "logo": {"path": str(BBB), "position": "bottom-left", "scale": 0.2},
+                },
+                {"kind": "video", "path": str(GRID), "trim": {"start": 0.0, "end": 2.0}},
+            ],
+        },
+        tmp_path,
+    )
     meta = ffprobe(out)
     video, audio = float(stream(meta, "video")["duration"]), float(stream(meta, "audio")["duration"])
     assert abs(video - 3.5) <= 1 / 25 + 1e-6

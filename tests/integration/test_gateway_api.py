@@ -29,9 +29,20 @@ async def test_health_ready_metrics_and_docs(client):
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok", "storage": "ok"}
     spec = (await client.get("/openapi.json")).json()
-    for path in ("/v1/media", "/v1/jobs", "/v1/jobs/batch", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events",
-                 "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/retry", "/v1/jobs/{job_id}/artifacts/{name}",
-                 "/v1/queues", "/healthz", "/readyz", "/metrics"):
+    for path in (
+        "/v1/media",
+        "/v1/jobs",
+        "/v1/jobs/batch",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/events",
+        "/v1/jobs/{job_id}/cancel",
+        "/v1/jobs/{job_id}/retry",
+        "/v1/jobs/{job_id}/artifacts/{name}",
+        "/v1/queues",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert path in spec["paths"], path
     assert (await client.get("/docs")).status_code == 200
     await client.get("/v1/jobs", headers=ALICE)
@@ -58,37 +69,55 @@ async def test_routing_errors_are_problems(client):
 
 async def test_bad_job_bodies(client, media):
     post = lambda body, **kw: client.post("/v1/jobs", headers=ALICE, **kw)  # noqa: E731
-    malformed = await client.post("/v1/jobs", headers={**ALICE, "Content-Type": "application/json"},
-                                  content=b'{"type": "probe", ')
+    malformed = await client.post(
+        "/v1/jobs", headers={**ALICE, "Content-Type": "application/json"}, content=b'{"type": "probe", '
+    )
     assert_problem(malformed, 400, "malformed_json")
     assert_problem(await post(None, json={"input": {}}), 422, "invalid_request")  # no type
     assert_problem(await post(None, json=[1, 2]), 422, "invalid_request")
-    assert_problem(await post(None, json={"type": "probe", "input": {"media_id": "m_x"}, "extra": 1}),
-                   422, "invalid_request")
+    assert_problem(
+        await post(None, json={"type": "probe", "input": {"media_id": "m_x"}, "extra": 1}), 422, "invalid_request"
+    )
     assert_problem(await post(None, json={"type": "juggle", "input": {"media_id": "m_x"}}), 422, "unknown_job_type")
-    assert_problem(await post(None, json={"type": "probe", "input": {"media_id": "m_unknown"}}), 404,
-                   "media_not_found")
+    assert_problem(await post(None, json={"type": "probe", "input": {"media_id": "m_unknown"}}), 404, "media_not_found")
     assert_problem(await post(None, json={"type": "probe"}), 422, "input_required")
-    assert_problem(await post(None, json={"type": "probe", "input": {"media_id": "a", "path": "/b"}}), 422,
-                   "invalid_input")
+    assert_problem(
+        await post(None, json={"type": "probe", "input": {"media_id": "a", "path": "/b"}}), 422, "invalid_input"
+    )
     # URL inputs: the SSRF policy refuses the cluster's own addresses (more in test_url_inputs.py)
-    assert_problem(await post(None, json={"type": "transcribe", "input": {"url": "http://127.0.0.1:6379/a.mp3"}}),
-                   422, "url_not_allowed")
-    invalid = await post(None, json={"type": "transcribe", "input": {"path": str(media / "jfk.flac")},
-                                     "options": {"task": "sing", "captions": {"max_lines": 9}}})
+    assert_problem(
+        await post(None, json={"type": "transcribe", "input": {"url": "http://127.0.0.1:6379/a.mp3"}}),
+        422,
+        "url_not_allowed",
+    )
+    invalid = await post(
+        None,
+        json={
+            "type": "transcribe",
+            "input": {"path": str(media / "jfk.flac")},
+            "options": {"task": "sing", "captions": {"max_lines": 9}},
+        },
+    )
     body = assert_problem(invalid, 422, "invalid_options")
     assert {e["loc"] for e in body["errors"]} >= {"task", "captions.max_lines"}
     assert_problem(await post(None, json={"type": "compose", "options": {"items": []}}), 422, "invalid_options")
-    assert_problem(await post(None, json={"type": "compose", "options": {
-        "items": [{"kind": "video", "media_id": "m_nothere"}]}}), 404, "media_not_found")
-    bad_key = await client.post("/v1/jobs", headers={**ALICE, "Idempotency-Key": "has space"},
-                                 json={"type": "probe", "input": {"path": str(media / "jfk.flac")}})
+    assert_problem(
+        await post(None, json={"type": "compose", "options": {"items": [{"kind": "video", "media_id": "m_nothere"}]}}),
+        404,
+        "media_not_found",
+    )
+    bad_key = await client.post(
+        "/v1/jobs",
+        headers={**ALICE, "Idempotency-Key": "has space"},
+        json={"type": "probe", "input": {"path": str(media / "jfk.flac")}},
+    )
     assert_problem(bad_key, 422, "invalid_idempotency_key")
 
 
 async def test_path_inputs_stay_inside_allowed_roots(client, media, tmp_path):
-    post = lambda path: client.post("/v1/jobs", headers=ALICE,  # noqa: E731
-                                    json={"type": "probe", "input": {"path": path}})
+    def post(path):
+        return client.post("/v1/jobs", headers=ALICE, json={"type": "probe", "input": {"path": path}})
+
     ok = await post(str(media / "jfk.flac"))
     assert ok.status_code == 202, ok.text
     assert ok.json()["input"] == {"path": str((media / "jfk.flac").resolve())}
@@ -140,7 +169,7 @@ async def test_oversize_upload_is_413(redis, gw_settings, media):
 
         async def chunked():  # no Content-Length: the limit is enforced while streaming
             boundary = b"xyz"
-            yield b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\n\r\n"
+            yield b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.mp3"\r\n\r\n'
             for _ in range(20):
                 yield b"\0" * 65536
             yield b"\r\n--" + boundary + b"--\r\n"
@@ -154,17 +183,25 @@ async def test_oversize_upload_is_413(redis, gw_settings, media):
 
 async def test_tenants_are_isolated(client, media):
     m = (await upload(client, media / "jfk.flac")).json()
-    assert_problem(await client.post("/v1/jobs", headers=BOB, json={"type": "probe", "input": {"media_id": m["id"]}}),
-                   404, "media_not_found")
+    assert_problem(
+        await client.post("/v1/jobs", headers=BOB, json={"type": "probe", "input": {"media_id": m["id"]}}),
+        404,
+        "media_not_found",
+    )
     job = (await client.post("/v1/jobs", headers=ALICE, json={"type": "probe", "input": {"media_id": m["id"]}})).json()
     assert job["input"]["media_id"] == m["id"] and job["input"]["storage_key"].startswith(f"media/{m['id']}/")
-    for method, path in (("GET", f"/v1/jobs/{job['id']}"), ("POST", f"/v1/jobs/{job['id']}/cancel"),
-                         ("POST", f"/v1/jobs/{job['id']}/retry"), ("GET", f"/v1/jobs/{job['id']}/events"),
-                         ("GET", f"/v1/jobs/{job['id']}/artifacts/output.mp4")):
+    for method, path in (
+        ("GET", f"/v1/jobs/{job['id']}"),
+        ("POST", f"/v1/jobs/{job['id']}/cancel"),
+        ("POST", f"/v1/jobs/{job['id']}/retry"),
+        ("GET", f"/v1/jobs/{job['id']}/events"),
+        ("GET", f"/v1/jobs/{job['id']}/artifacts/output.mp4"),
+    ):
         assert_problem(await client.request(method, path, headers=BOB), 404, "job_not_found")
     assert (await client.get("/v1/jobs", headers=BOB)).json() == {"jobs": [], "next_cursor": None}
-    assert_problem(await client.get(f"/v1/jobs/{job['id']}/artifacts/output.mp4", headers=ALICE), 404,
-                   "artifact_not_found")
+    assert_problem(
+        await client.get(f"/v1/jobs/{job['id']}/artifacts/output.mp4", headers=ALICE), 404, "artifact_not_found"
+    )
 
 
 async def test_submit_get_list_cancel_retry(client, media):
@@ -178,8 +215,13 @@ async def test_submit_get_list_cancel_retry(client, media):
     assert "tenant" not in job and "traceparent" not in job
     assert (await client.get(f"/v1/jobs/{job['id']}", headers=ALICE)).json() == job
 
-    transcribe = (await client.post("/v1/jobs", headers=ALICE, json={
-        "type": "transcribe", "input": {"path": path}, "options": {"language": "en", "formats": ["srt"]}})).json()
+    transcribe = (
+        await client.post(
+            "/v1/jobs",
+            headers=ALICE,
+            json={"type": "transcribe", "input": {"path": path}, "options": {"language": "en", "formats": ["srt"]}},
+        )
+    ).json()
     assert transcribe["queue"] == "mediaflow:queue:transcribe"
     assert transcribe["options"]["formats"] == ["srt"] and transcribe["options"]["captions"]["max_lines"] == 2
 
@@ -203,8 +245,9 @@ async def test_cursor_pagination(client, media):
     ids = [(await client.post("/v1/jobs", headers=ALICE, json=body)).json()["id"] for _ in range(7)]
     seen, cursor = [], None
     while True:
-        page = (await client.get("/v1/jobs", headers=ALICE,
-                                 params={"limit": 3, **({"cursor": cursor} if cursor else {})})).json()
+        page = (
+            await client.get("/v1/jobs", headers=ALICE, params={"limit": 3, **({"cursor": cursor} if cursor else {})})
+        ).json()
         seen += [j["id"] for j in page["jobs"]]
         cursor = page["next_cursor"]
         if not cursor:
@@ -247,7 +290,11 @@ async def test_batch_partial_success(client, media, redis):
     result = response.json()
     assert [j["type"] for j in result["accepted"]] == ["probe", "transcribe"]
     assert [(r["index"], r["code"]) for r in result["rejected"]] == [
-        (1, "unknown_job_type"), (2, "media_not_found"), (3, "path_not_allowed"), (5, "invalid_options")]
+        (1, "unknown_job_type"),
+        (2, "media_not_found"),
+        (3, "path_not_allowed"),
+        (5, "invalid_options"),
+    ]
     for job in result["accepted"]:
         assert (await client.get(f"/v1/jobs/{job['id']}", headers=ALICE)).json()["state"] == "queued"
     assert await redis.zcard("mediaflow:queue:transcribe") == 1

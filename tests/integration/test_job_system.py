@@ -13,14 +13,14 @@ from arq.constants import abort_jobs_ss
 from arq.jobs import Job as ArqJob
 from job_support import in_process_worker, wait_state
 
-from mediaflow.common.dispatch import Dispatcher
 from mediaflow.common.errors import Conflict, NotFound
 from mediaflow.common.ids import new_job_id
-from mediaflow.common.jobs import Job, JobState, JobType
-from mediaflow.common.queues import COMPOSE_QUEUE
+from mediaflow.common.jobs.dispatch import Dispatcher
+from mediaflow.common.jobs.keys import COMPOSE_QUEUE
+from mediaflow.common.jobs.model import Job, JobState, JobType
+from mediaflow.common.runtime.arq_worker import MediaflowWorker
 from mediaflow.common.settings import Settings
 from mediaflow.common.storage import open_storage
-from mediaflow.common.worker import MediaflowWorker
 from mediaflow.compositor import jobs as compositor_jobs
 
 KEY = "media/m_fixture/jfk.flac"
@@ -33,15 +33,23 @@ def stored(settings: Settings, media) -> Settings:
 
 
 def probe_job(hold: float = 0.0, **fields) -> Job:
-    return Job(id=fields.pop("id", None) or new_job_id(), type=JobType.probe, queue=COMPOSE_QUEUE,
-               input={"storage_key": fields.pop("key", KEY)}, options={"hold_seconds": hold}, **fields)
+    return Job(
+        id=fields.pop("id", None) or new_job_id(),
+        type=JobType.probe,
+        queue=COMPOSE_QUEUE,
+        input={"storage_key": fields.pop("key", KEY)},
+        options={"hold_seconds": hold},
+        **fields,
+    )
 
 
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings, count: int = 1) -> AsyncIterator[list[MediaflowWorker]]:
     async with contextlib.AsyncExitStack() as stack:
-        yield [await stack.enter_async_context(in_process_worker(settings, {JobType.probe: compositor_jobs.probe}))
-               for _ in range(count)]
+        yield [
+            await stack.enter_async_context(in_process_worker(settings, {JobType.probe: compositor_jobs.probe}))
+            for _ in range(count)
+        ]
 
 
 async def state_events(dispatcher: Dispatcher, job_id: str) -> list[str]:
@@ -209,8 +217,7 @@ async def test_failure_records_code_and_retry_runs_again(redis, stored) -> None:
         await dispatcher.retry(job.id)
         done = await wait_state(dispatcher, job.id, {JobState.succeeded})
     assert done.attempt == 2
-    assert await state_events(dispatcher, job.id) == ["queued", "running", "failed", "queued", "running",
-                                                      "succeeded"]
+    assert await state_events(dispatcher, job.id) == ["queued", "running", "failed", "queued", "running", "succeeded"]
     with pytest.raises(Conflict):
         await dispatcher.retry(job.id)
 
@@ -223,8 +230,10 @@ async def test_retry_after_cancel_of_running_job(redis, stored) -> None:
         await dispatcher.cancel(job.id)
         await wait_state(dispatcher, job.id, {JobState.cancelled})
         # the retried attempt must not be hit by the abort that cancelled the first one
-        await redis.set(f"mediaflow:job:{job.id}", (await dispatcher.store.get(job.id)).model_copy(
-            update={"options": {"hold_seconds": 0}}).internal_json())
+        await redis.set(
+            f"mediaflow:job:{job.id}",
+            (await dispatcher.store.get(job.id)).model_copy(update={"options": {"hold_seconds": 0}}).internal_json(),
+        )
         await dispatcher.retry(job.id)
         done = await wait_state(dispatcher, job.id, {JobState.succeeded, JobState.cancelled, JobState.failed})
     assert done.state == JobState.succeeded

@@ -25,8 +25,7 @@ def models():
 
 @contextlib.asynccontextmanager
 async def transcriber(settings: Settings, models) -> AsyncIterator[str]:
-    server, port = await start_server(0, [service_entry(models, open_storage(settings.storage_url))],
-                                      host="127.0.0.1")
+    server, port = await start_server(0, [service_entry(models, open_storage(settings.storage_url))], host="127.0.0.1")
     try:
         yield f"127.0.0.1:{port}"
     finally:
@@ -44,8 +43,12 @@ async def test_openai_client_round_trip(redis, settings, media, models):
 
             with open(media / "jfk.flac", "rb") as fh:
                 verbose = await client.audio.transcriptions.create(
-                    model="whisper-1", file=fh, response_format="verbose_json", language="en",
-                    timestamp_granularities=["word", "segment"])
+                    model="whisper-1",
+                    file=fh,
+                    response_format="verbose_json",
+                    language="en",
+                    timestamp_granularities=["word", "segment"],
+                )
             assert verbose.language == "english" and abs(verbose.duration - 11.0) < 0.05
             assert len(verbose.words) >= 20
             starts = [w.start for w in verbose.words]
@@ -61,13 +64,20 @@ async def test_openai_client_round_trip(redis, settings, media, models):
 
             async with httpx.AsyncClient(base_url=base, timeout=60) as http:
                 with open(media / "jfk.flac", "rb") as fh:
-                    vtt = await http.post("/v1/audio/transcriptions", files={"file": ("jfk.flac", fh)},
-                                          data={"response_format": "vtt"},
-                                          headers={"Authorization": "Bearer key-alice"})
+                    vtt = await http.post(
+                        "/v1/audio/transcriptions",
+                        files={"file": ("jfk.flac", fh)},
+                        data={"response_format": "vtt"},
+                        headers={"Authorization": "Bearer key-alice"},
+                    )
                 assert vtt.status_code == 200 and vtt.text.startswith("WEBVTT")
                 with open(media / "jfk.flac", "rb") as fh:
-                    bad = await http.post("/v1/audio/transcriptions", files={"file": ("jfk.flac", fh)},
-                                          data={"language": "xx"}, headers={"Authorization": "Bearer key-alice"})
+                    bad = await http.post(
+                        "/v1/audio/transcriptions",
+                        files={"file": ("jfk.flac", fh)},
+                        data={"language": "xx"},
+                        headers={"Authorization": "Bearer key-alice"},
+                    )
                 assert bad.status_code == 400 and bad.json()["code"] == "unsupported_language"
                 with open(media / "jfk.flac", "rb") as fh:
                     anonymous = await http.post("/v1/audio/transcriptions", files={"file": ("jfk.flac", fh)})
@@ -76,11 +86,28 @@ async def test_openai_client_round_trip(redis, settings, media, models):
 
 async def test_long_media_gets_413_and_no_transcriber_gets_503(redis, settings, media, tmp_path):
     long_file = tmp_path / "long.mp3"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "30",
-                    "-b:a", "8k", str(long_file)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=r=8000:cl=mono",
+            "-t",
+            "30",
+            "-b:a",
+            "8k",
+            str(long_file),
+        ],
+        check=True,
+    )
     # nothing listens on port 9 of localhost (discard): the transcriber is unreachable
-    settings = settings.model_copy(update={"sync_max_duration": 20.0, "transcriber_grpc": "127.0.0.1:9",
-                                           "grpc_deadline": 3.0})
+    settings = settings.model_copy(
+        update={"sync_max_duration": 20.0, "transcriber_grpc": "127.0.0.1:9", "grpc_deadline": 3.0}
+    )
     async with running_gateway(settings) as base:
         client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="key-alice", max_retries=0)
         with open(long_file, "rb") as fh, pytest.raises(openai.APIStatusError) as too_long:

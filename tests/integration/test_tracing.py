@@ -11,17 +11,17 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from mediaflow.common.jobs import JobType
-from mediaflow.common.queues import COMPOSE_QUEUE
+from mediaflow.common.jobs.keys import COMPOSE_QUEUE
+from mediaflow.common.jobs.model import JobType
+from mediaflow.common.runtime.arq_worker import create_worker
 from mediaflow.common.telemetry import setup_tracing
-from mediaflow.common.worker import create_worker
 from mediaflow.compositor import jobs as compositor_jobs
 
 exporter = InMemorySpanExporter()
 
 
 async def test_submit_to_finish_is_one_trace(redis, settings, media) -> None:
-    setup_tracing("mediaflow-test", SimpleSpanProcessor(exporter))
+    setup_tracing("mediaflow-test", settings, SimpleSpanProcessor(exporter))
     from mediaflow.api.app import create_app
 
     app = create_app(settings)
@@ -54,8 +54,12 @@ async def test_submit_to_finish_is_one_trace(redis, settings, media) -> None:
     send = [s for s in spans if s.kind == SpanKind.PRODUCER]
     assert len(process) == 1 and len(send) == 1, [s.name for s in spans]
     consumer, producer = process[0], send[0]
-    submit = [s for s in spans if s.kind == SpanKind.SERVER and s.attributes.get("http.request.method",
-              s.attributes.get("http.method")) == "POST"]
+    submit = [
+        s
+        for s in spans
+        if s.kind == SpanKind.SERVER
+        and s.attributes.get("http.request.method", s.attributes.get("http.method")) == "POST"
+    ]
     assert submit, [s.name for s in spans]
     trace_id = submit[0].context.trace_id
     # one trace: HTTP POST -> send -> process
@@ -70,6 +74,7 @@ async def test_submit_to_finish_is_one_trace(redis, settings, media) -> None:
     stages = [s for s in spans if s.name == "probe"]
     assert len(stages) == 1 and stages[0].parent.span_id == consumer.context.span_id
     # every span of the job belongs to that trace: no spans from idle polling or heartbeats
-    job_side = [s for s in spans if s.kind not in (SpanKind.SERVER,) and s.context.trace_id != trace_id
-                and "GET" not in s.name]
+    job_side = [
+        s for s in spans if s.kind not in (SpanKind.SERVER,) and s.context.trace_id != trace_id and "GET" not in s.name
+    ]
     assert job_side == [], [s.name for s in job_side]

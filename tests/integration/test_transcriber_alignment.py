@@ -35,15 +35,25 @@ def save_tiny_wav2vec2(directory: Path) -> None:
 
     vocab = {"<pad>": 0, "<unk>": 1, "|": 2, "'": 3} | {c: i + 4 for i, c in enumerate(string.ascii_uppercase)}
     (directory / "vocab.json").write_text(json.dumps(vocab))
-    tokenizer = Wav2Vec2CTCTokenizer(str(directory / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
-                                     word_delimiter_token="|")
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0,
-                                         do_normalize=True, return_attention_mask=False)
+    tokenizer = Wav2Vec2CTCTokenizer(
+        str(directory / "vocab.json"), unk_token="<unk>", pad_token="<pad>", word_delimiter_token="|"
+    )
+    extractor = Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True, return_attention_mask=False
+    )
     Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(directory)
     # the real front end's strides (320 samples = 20 ms per frame), everything else tiny
-    config = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
-                            num_conv_pos_embedding_groups=2, pad_token_id=0)
+    config = Wav2Vec2Config(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     Wav2Vec2ForCTC(config).save_pretrained(directory)
 
@@ -69,8 +79,9 @@ def test_info_reports_wav2vec2(aligned_models):
 
 
 async def test_grpc_get_info_reports_wav2vec2(aligned_models, settings):
-    server, port = await start_server(0, [service_entry(aligned_models, open_storage(settings.storage_url))],
-                                      host="127.0.0.1")
+    server, port = await start_server(
+        0, [service_entry(aligned_models, open_storage(settings.storage_url))], host="127.0.0.1"
+    )
     try:
         async with channel(f"127.0.0.1:{port}") as ch:
             info = await transcriber_pb2_grpc.TranscriberStub(ch).GetInfo(transcriber_pb2.GetInfoRequest(), timeout=10)
@@ -92,6 +103,8 @@ def test_aligned_text_unchanged_and_word_times_sane(transcripts):
         for word in segment.words:
             assert 0.0 <= word.start <= word.end <= aligned.duration + 1e-6, word
             assert word.start >= previous - 1e-6, f"word times go backwards at {word}"
-            assert whisper_segment.start - 0.05 <= word.start and word.end <= whisper_segment.end + 0.05, \
-                (segment.text, word)
+            assert whisper_segment.start - 0.05 <= word.start and word.end <= whisper_segment.end + 0.05, (
+                segment.text,
+                word,
+            )
             previous = word.end

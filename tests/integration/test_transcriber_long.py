@@ -35,11 +35,31 @@ def run(path) -> dict:
 def test_three_hours_in_bounded_memory(media, tmp_path):
     long_file = tmp_path / "three_hours.flac"
     mono = "aresample=16000,aformat=channel_layouts=mono"
-    subprocess.run([
-        "ffmpeg", "-v", "error", "-y", "-i", str(media / "jfk.flac"),
-        "-f", "lavfi", "-t", str(HOURS * 3600), "-i", "anullsrc=r=16000:cl=mono", "-i", str(media / "jfk.flac"),
-        "-filter_complex", f"[0:a]{mono}[a];[1:a]anull[b];[2:a]{mono}[c];[a][b][c]concat=n=3:v=0:a=1",
-        "-c:a", "flac", str(long_file)], check=True, timeout=600)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(media / "jfk.flac"),
+            "-f",
+            "lavfi",
+            "-t",
+            str(HOURS * 3600),
+            "-i",
+            "anullsrc=r=16000:cl=mono",
+            "-i",
+            str(media / "jfk.flac"),
+            "-filter_complex",
+            f"[0:a]{mono}[a];[1:a]anull[b];[2:a]{mono}[c];[a][b][c]concat=n=3:v=0:a=1",
+            "-c:a",
+            "flac",
+            str(long_file),
+        ],
+        check=True,
+        timeout=600,
+    )
     short = run(media / "jfk.flac")
     long = run(long_file)
     assert abs(long["duration"] - (HOURS * 3600 + 22)) < 1.0

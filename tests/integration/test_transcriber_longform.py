@@ -32,8 +32,11 @@ def clips(media) -> list[tuple[float, float, str]]:
 
 def test_no_clip_comes_back_empty(long_form, media):
     words = long_form.words()
-    empty = [(start, end) for start, end, _ in clips(media)
-             if not any(start - 0.5 <= (w.start + w.end) / 2 <= end + 0.5 for w in words)]
+    empty = [
+        (start, end)
+        for start, end, _ in clips(media)
+        if not any(start - 0.5 <= (w.start + w.end) / 2 <= end + 0.5 for w in words)
+    ]
     assert empty == []
 
 

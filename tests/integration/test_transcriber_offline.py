@@ -39,10 +39,18 @@ print(json.dumps({"attempts": attempts, "text": transcript.text, "speakers": tra
 
 
 def test_no_network_during_load_and_transcription(media):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("HF_HUB_OFFLINE", "PYANNOTE_METRICS_ENABLED", "TRANSFORMERS_OFFLINE")}
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(media / "pyannote_sample.wav")], env=env,
-                         capture_output=True, text=True, timeout=600)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "PYANNOTE_METRICS_ENABLED", "TRANSFORMERS_OFFLINE")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(media / "pyannote_sample.wav")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["attempts"] == []

@@ -78,8 +78,10 @@ def test_sonnet_accuracy_and_word_times(sonnet, media):
     assert 2.3 <= first.start <= 3.6
 
 
-@pytest.mark.parametrize("rules", [CaptionRules(), CaptionRules(max_chars_per_line=28, max_lines=1, max_cps=20,
-                                                                   max_duration=4.0, karaoke=True)])
+@pytest.mark.parametrize(
+    "rules",
+    [CaptionRules(), CaptionRules(max_chars_per_line=28, max_lines=1, max_cps=20, max_duration=4.0, karaoke=True)],
+)
 def test_real_captions_read_back_with_rules(sonnet, rules, tmp_path):
     files = render(sonnet, ["srt", "vtt", "scc", "ass", "json", "txt"], rules)
     cues = build_cues(sonnet, rules)
@@ -103,8 +105,9 @@ def test_real_captions_read_back_with_rules(sonnet, rules, tmp_path):
     assert all(len(r) <= 32 for c in scc_caps for r in c.get_text().split("\n"))
     path = tmp_path / "captions.scc"
     path.write_text(scc)
-    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "srt", "-"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "srt", "-"], capture_output=True, text=True, check=True
+    ).stdout
     from_ffmpeg = " ".join(s.content for s in srt.parse(out))
     assert "fairest creatures" in from_ffmpeg.replace("\n", " ")
 
@@ -171,8 +174,9 @@ def test_very_short_clip(models, media, tmp_path):
         assert_word_times(transcript)
 
 
-@pytest.mark.parametrize("kind,code", [("no_audio", "no_audio_stream"), ("corrupt", "undecodable_media"),
-                                       ("empty_audio", "empty_audio")])
+@pytest.mark.parametrize(
+    "kind,code", [("no_audio", "no_audio_stream"), ("corrupt", "undecodable_media"), ("empty_audio", "empty_audio")]
+)
 def test_bad_media_has_clear_codes(models, media, tmp_path, kind, code):
     path = tmp_path / (f"{kind}.wav" if kind == "empty_audio" else f"{kind}.mkv")
     if kind == "no_audio":

@@ -13,14 +13,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from mediaflow.common.dispatch import Dispatcher
 from mediaflow.common.grpc import channel, start_server
 from mediaflow.common.ids import new_job_id
-from mediaflow.common.jobs import Job, JobState, JobType
-from mediaflow.common.queues import TRANSCRIBE_QUEUE
+from mediaflow.common.jobs.dispatch import Dispatcher
+from mediaflow.common.jobs.keys import TRANSCRIBE_QUEUE
+from mediaflow.common.jobs.model import Job, JobState, JobType
+from mediaflow.common.runtime.arq_worker import create_worker
 from mediaflow.common.settings import Settings
 from mediaflow.common.storage import open_storage
-from mediaflow.common.worker import create_worker
+from mediaflow.common.workflows import WORKFLOWS
 from mediaflow.transcriber import jobs
 from mediaflow.transcriber.grpc_service import ERROR_CODE_KEY, service_entry
 from mediaflow.transcriber.main import lifecycle
@@ -37,13 +38,25 @@ async def test_transcribe_job_writes_all_artifacts(redis, settings, media, model
     storage = open_storage(settings.storage_url)
     storage.put_file("media/m_t/sonnet.mp3", media / "sonnet001_librivox.mp3")
     dispatcher = Dispatcher(redis)
-    job = Job(id=new_job_id(), type=JobType.transcribe, queue=TRANSCRIBE_QUEUE,
-              input={"storage_key": "media/m_t/sonnet.mp3"},
-              options={"captions": {"max_chars_per_line": 32, "speaker_labels": False}})
+    job = Job(
+        id=new_job_id(),
+        type=JobType.transcribe,
+        queue=TRANSCRIBE_QUEUE,
+        input={"storage_key": "media/m_t/sonnet.mp3"},
+        options={"captions": {"max_chars_per_line": 32, "speaker_labels": False}},
+    )
     await dispatcher.submit(job)
     on_startup, on_shutdown = lifecycle(settings, grpc_port=0)
-    worker = create_worker(TRANSCRIBE_QUEUE, {JobType.transcribe: jobs.transcribe}, settings, burst=True,
-                           handle_signals=False, on_startup=on_startup, on_shutdown=on_shutdown)
+    worker = create_worker(
+        TRANSCRIBE_QUEUE,
+        {JobType.transcribe: jobs.transcribe},
+        settings,
+        workflows=WORKFLOWS,
+        burst=True,
+        handle_signals=False,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
     await asyncio.wait_for(worker.async_run(), 300)
     assert worker.info["model"] == "model" or worker.info["model"]
     assert worker.info["device"] == "cpu" and worker.info["compute_type"] == "int8"
@@ -51,8 +64,14 @@ async def test_transcribe_job_writes_all_artifacts(redis, settings, media, model
     done = await dispatcher.store.get(job.id)
     assert done.state == JobState.succeeded, done.error
     names = {a.name for a in done.artifacts}
-    assert names == {"captions.srt", "captions.vtt", "captions.scc", "captions.ass", "transcript.json",
-                     "transcript.txt"}
+    assert names == {
+        "captions.srt",
+        "captions.vtt",
+        "captions.scc",
+        "captions.ass",
+        "transcript.json",
+        "transcript.txt",
+    }
     assert done.result["language"] == "en" and done.result["word_count"] > 90
     metrics = done.result["metrics"]  # the coverage guard's account of the 53 s reading
     assert 40 < metrics["speech_seconds"] < 55
@@ -72,15 +91,36 @@ async def test_transcribe_job_writes_all_artifacts(redis, settings, media, model
 async def test_failed_job_has_error_code(redis, settings, media, models, tmp_path):
     storage = open_storage(settings.storage_url)
     video_only = tmp_path / "video.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-t", "1",
-                    str(video_only)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10",
+            "-t",
+            "1",
+            str(video_only),
+        ],
+        check=True,
+    )
     storage.put_file("media/m_v/video.mp4", video_only)
     dispatcher = Dispatcher(redis)
-    job = Job(id=new_job_id(), type=JobType.transcribe, queue=TRANSCRIBE_QUEUE,
-              input={"storage_key": "media/m_v/video.mp4"})
+    job = Job(
+        id=new_job_id(), type=JobType.transcribe, queue=TRANSCRIBE_QUEUE, input={"storage_key": "media/m_v/video.mp4"}
+    )
     await dispatcher.submit(job)
-    worker = create_worker(TRANSCRIBE_QUEUE, {JobType.transcribe: jobs.transcribe}, settings, burst=True,
-                           handle_signals=False)
+    worker = create_worker(
+        TRANSCRIBE_QUEUE,
+        {JobType.transcribe: jobs.transcribe},
+        settings,
+        workflows=WORKFLOWS,
+        burst=True,
+        handle_signals=False,
+    )
     await asyncio.wait_for(worker.async_run(), 120)
     await worker.close()
     done = await dispatcher.store.get(job.id)
@@ -89,16 +129,41 @@ async def test_failed_job_has_error_code(redis, settings, media, models, tmp_pat
 
 async def test_cancel_is_honoured_between_batches(redis, settings, media, models, tmp_path):
     long_audio = tmp_path / "long.flac"  # ~4.5 minutes of read speech
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "4", "-i", str(media / "sonnet001_librivox.mp3"),
-                    "-ac", "1", "-ar", "16000", str(long_audio)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-stream_loop",
+            "4",
+            "-i",
+            str(media / "sonnet001_librivox.mp3"),
+            "-ac",
+            "1",
+            "-ar",
+            "16000",
+            str(long_audio),
+        ],
+        check=True,
+    )
     storage = open_storage(settings.storage_url)
     storage.put_file("media/m_l/long.flac", long_audio)
     dispatcher = Dispatcher(redis)
-    job = Job(id=new_job_id(), type=JobType.transcribe, queue=TRANSCRIBE_QUEUE,
-              input={"storage_key": "media/m_l/long.flac"}, options={"formats": ["srt"]})
+    job = Job(
+        id=new_job_id(),
+        type=JobType.transcribe,
+        queue=TRANSCRIBE_QUEUE,
+        input={"storage_key": "media/m_l/long.flac"},
+        options={"formats": ["srt"]},
+    )
     await dispatcher.submit(job)
-    worker = create_worker(TRANSCRIBE_QUEUE, {JobType.transcribe: jobs.transcribe},
-                           settings.model_copy(update={"poll_delay": 0.05}), handle_signals=False)
+    worker = create_worker(
+        TRANSCRIBE_QUEUE,
+        {JobType.transcribe: jobs.transcribe},
+        settings.model_copy(update={"poll_delay": 0.05}),
+        handle_signals=False,
+    )
     task = asyncio.create_task(worker.async_run())
     try:
         deadline = time.monotonic() + 120
@@ -135,21 +200,26 @@ async def test_grpc_transcriber_over_a_socket(settings, media, models):
             info = await stub.GetInfo(transcriber_pb2.GetInfoRequest(), timeout=10)
             assert info.device == "cpu" and info.compute_type == "int8" and not info.multilingual
             assert info.vad == "silero" and info.alignment == "whisper"
-            reply = await stub.Transcribe(transcriber_pb2.TranscribeRequest(
-                audio=(media / "jfk.flac").read_bytes(), word_timestamps=True), timeout=60)
+            reply = await stub.Transcribe(
+                transcriber_pb2.TranscribeRequest(audio=(media / "jfk.flac").read_bytes(), word_timestamps=True),
+                timeout=60,
+            )
             assert "ask not what your country can do for you" in reply.text.lower()
             assert reply.language == "en" and abs(reply.duration - 11.0) < 0.05
             words = [w for s in reply.segments for w in s.words]
             assert len(words) >= 20 and all(0 <= w.start <= w.end <= 11.0 for w in words)
 
             with pytest.raises(grpc.aio.AioRpcError) as bad:
-                await stub.Transcribe(transcriber_pb2.TranscribeRequest(
-                    audio=(media / "jfk.flac").read_bytes(), language="xx"), timeout=30)
+                await stub.Transcribe(
+                    transcriber_pb2.TranscribeRequest(audio=(media / "jfk.flac").read_bytes(), language="xx"),
+                    timeout=30,
+                )
             assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert dict(bad.value.trailing_metadata())[ERROR_CODE_KEY] == "unsupported_language"
 
             health = await health_pb2_grpc.HealthStub(ch).Check(
-                health_pb2.HealthCheckRequest(service="mediaflow.v1.Transcriber"), timeout=5)
+                health_pb2.HealthCheckRequest(service="mediaflow.v1.Transcriber"), timeout=5
+            )
             assert health.status == health_pb2.HealthCheckResponse.SERVING
             reflection = reflection_pb2_grpc.ServerReflectionStub(ch)
             request = reflection_pb2.ServerReflectionRequest(list_services="")
@@ -162,16 +232,32 @@ async def test_grpc_transcriber_over_a_socket(settings, media, models):
 
 async def test_path_input_under_allowed_root_and_outside(redis, settings, media, models, tmp_path):
     dispatcher = Dispatcher(redis)
-    inside = Job(id=new_job_id(), type=JobType.transcribe, queue=TRANSCRIBE_QUEUE,
-                 input={"path": str(media / "jfk.flac")}, options={"formats": ["txt"]})
+    inside = Job(
+        id=new_job_id(),
+        type=JobType.transcribe,
+        queue=TRANSCRIBE_QUEUE,
+        input={"path": str(media / "jfk.flac")},
+        options={"formats": ["txt"]},
+    )
     outside_file = tmp_path / "elsewhere.flac"
     outside_file.write_bytes((media / "jfk.flac").read_bytes())
-    outside = Job(id=new_job_id(), type=JobType.transcribe, queue=TRANSCRIBE_QUEUE,
-                  input={"path": str(outside_file)}, options={"formats": ["txt"]})
+    outside = Job(
+        id=new_job_id(),
+        type=JobType.transcribe,
+        queue=TRANSCRIBE_QUEUE,
+        input={"path": str(outside_file)},
+        options={"formats": ["txt"]},
+    )
     await dispatcher.submit(inside)
     await dispatcher.submit(outside)
-    worker = create_worker(TRANSCRIBE_QUEUE, {JobType.transcribe: jobs.transcribe}, settings, burst=True,
-                           handle_signals=False)
+    worker = create_worker(
+        TRANSCRIBE_QUEUE,
+        {JobType.transcribe: jobs.transcribe},
+        settings,
+        workflows=WORKFLOWS,
+        burst=True,
+        handle_signals=False,
+    )
     await asyncio.wait_for(worker.async_run(), 120)
     await worker.close()
     ok, refused = await dispatcher.store.get(inside.id), await dispatcher.store.get(outside.id)

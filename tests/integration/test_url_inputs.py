@@ -23,10 +23,10 @@ from compositor_helpers import GRID, make_image
 from gateway_support import ALICE, assert_problem, running_compositor, running_gateway, wait_terminal
 from job_support import in_process_worker, wait_state
 
-from mediaflow.common.dispatch import Dispatcher
 from mediaflow.common.ids import new_job_id
-from mediaflow.common.jobs import Job, JobState, JobType
-from mediaflow.common.queues import COMPOSE_QUEUE, TRANSCRIBE_QUEUE
+from mediaflow.common.jobs.dispatch import Dispatcher
+from mediaflow.common.jobs.keys import COMPOSE_QUEUE, TRANSCRIBE_QUEUE
+from mediaflow.common.jobs.model import Job, JobState, JobType
 from mediaflow.common.settings import Settings
 from mediaflow.compositor.main import HANDLERS as COMPOSITOR_HANDLERS
 
@@ -121,9 +121,11 @@ def url_server(tmp_path: Path, media: Path) -> Iterator[MediaServer]:
 async def stack(gateway: Settings, worker: Settings | None = None) -> AsyncIterator[httpx.AsyncClient]:
     """Gateway and a compositor worker (real probe and compose), each with its own settings."""
     gateway = gateway.model_copy(update={"compositor_grpc": "127.0.0.1:1"})
-    async with (running_gateway(gateway) as base,
-                running_compositor(worker or gateway, dict(COMPOSITOR_HANDLERS)),
-                httpx.AsyncClient(base_url=base, timeout=30) as client):
+    async with (
+        running_gateway(gateway) as base,
+        running_compositor(worker or gateway, dict(COMPOSITOR_HANDLERS)),
+        httpx.AsyncClient(base_url=base, timeout=30) as client,
+    ):
         yield client
 
 
@@ -160,11 +162,17 @@ async def test_probe_job_on_a_url(redis, settings, url_server):
 
 async def test_submit_refuses_what_the_policy_forbids(redis, settings, url_server):
     async with stack(settings) as client:  # nothing allow-listed: loopback is refused
-        for url in (url_server.url("/media/jfk.flac"), url_server.url("/media/jfk.flac", "localhost"),
-                    "http://[::1]/x.mp4", "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/a.mp4",
-                    "http://0.0.0.0:8080/a.mp4"):
-            body = assert_problem(await submit(client, {"type": "probe", "input": {"url": url}}), 422,
-                                  "url_not_allowed")
+        for url in (
+            url_server.url("/media/jfk.flac"),
+            url_server.url("/media/jfk.flac", "localhost"),
+            "http://[::1]/x.mp4",
+            "http://169.254.169.254/latest/meta-data",
+            "http://10.0.0.1/a.mp4",
+            "http://0.0.0.0:8080/a.mp4",
+        ):
+            body = assert_problem(
+                await submit(client, {"type": "probe", "input": {"url": url}}), 422, "url_not_allowed"
+            )
             assert "MEDIAFLOW_URL_ALLOWED_HOSTS" in body["detail"]
         for url in ("file:///etc/passwd", "ftp://example.com/a.mp4", "gopher://127.0.0.1/"):
             assert_problem(await submit(client, {"type": "probe", "input": {"url": url}}), 422, "url_not_allowed")
@@ -172,18 +180,34 @@ async def test_submit_refuses_what_the_policy_forbids(redis, settings, url_serve
             assert_problem(await submit(client, {"type": "probe", "input": {"url": url}}), 422, "invalid_url")
         assert_problem(await submit(client, {"type": "probe", "input": {"url": 5}}), 422, "invalid_request")
         # inside a compose timeline, and per item of a batch
-        compose = {"type": "compose", "options": {"items": [
-            {"kind": "video", "path": str(GRID), "logo": {"url": url_server.url("/media/logo.png")}}]}}
+        compose = {
+            "type": "compose",
+            "options": {
+                "items": [{"kind": "video", "path": str(GRID), "logo": {"url": url_server.url("/media/logo.png")}}]
+            },
+        }
         assert_problem(await submit(client, compose), 422, "url_not_allowed")
-        batch = (await client.post("/v1/jobs/batch", headers=ALICE, json={"jobs": [
-            {"type": "probe", "input": {"url": "file:///etc/passwd"}},
-            {"type": "probe", "input": {"path": str(GRID)}}]})).json()
+        batch = (
+            await client.post(
+                "/v1/jobs/batch",
+                headers=ALICE,
+                json={
+                    "jobs": [
+                        {"type": "probe", "input": {"url": "file:///etc/passwd"}},
+                        {"type": "probe", "input": {"path": str(GRID)}},
+                    ]
+                },
+            )
+        ).json()
         assert [r["code"] for r in batch["rejected"]] == ["url_not_allowed"] and len(batch["accepted"]) == 1
     assert url_server.hits == {}  # the gateway never fetched anything
 
     async with stack(allow(settings, url_inputs=False)) as client:
-        assert_problem(await submit(client, {"type": "probe", "input": {"url": url_server.url("/media/jfk.flac")}}),
-                       422, "url_inputs_disabled")
+        assert_problem(
+            await submit(client, {"type": "probe", "input": {"url": url_server.url("/media/jfk.flac")}}),
+            422,
+            "url_inputs_disabled",
+        )
 
 
 async def test_worker_checks_again_when_it_fetches(redis, settings, url_server):
@@ -232,10 +256,19 @@ async def test_compose_fetches_each_distinct_url_once(redis, settings, url_serve
     make_image(url_server.dirs[1] / "logo.png", "128x128", "yellow")
     video, logo = url_server.url("/media/grid_bbaf2n.mp4"), url_server.url("/media/logo.png")
     async with stack(allow(settings)) as client:
-        done = await run(client, {"type": "compose", "options": {
-            "output": {"resolution": "1280x720", "fps": 25, "quality": "draft"},
-            "items": [{"kind": "video", "url": video, "trim": {"start": 0, "end": 1}, "logo": {"url": logo}},
-                      {"kind": "video", "url": video, "trim": {"start": 1, "end": 2}, "logo": {"url": logo}}]}})
+        done = await run(
+            client,
+            {
+                "type": "compose",
+                "options": {
+                    "output": {"resolution": "1280x720", "fps": 25, "quality": "draft"},
+                    "items": [
+                        {"kind": "video", "url": video, "trim": {"start": 0, "end": 1}, "logo": {"url": logo}},
+                        {"kind": "video", "url": video, "trim": {"start": 1, "end": 2}, "logo": {"url": logo}},
+                    ],
+                },
+            },
+        )
         assert done["state"] == "succeeded", done
         assert done["result"]["duration"] == pytest.approx(2.0, abs=0.1)
         assert url_server.hits["/media/grid_bbaf2n.mp4"] == 1 and url_server.hits["/media/logo.png"] == 1
@@ -255,12 +288,23 @@ async def test_caption_job_fetches_its_url_once(redis, settings, url_server, mod
     cfg = allow(settings)
     url = url_server.url("/media/grid_bbaf2n.mp4")
     dispatcher = Dispatcher(redis)
-    parent = Job(id=new_job_id(), type=JobType.caption, queue=COMPOSE_QUEUE, input={"url": url}, tenant="alice",
-                 options={"mode": "burn", "output": {"resolution": "1280x720", "fps": 25, "quality": "draft"},
-                          "transcribe": {"language": "en", "summary": False}})
+    parent = Job(
+        id=new_job_id(),
+        type=JobType.caption,
+        queue=COMPOSE_QUEUE,
+        input={"url": url},
+        tenant="alice",
+        options={
+            "mode": "burn",
+            "output": {"resolution": "1280x720", "fps": 25, "quality": "draft"},
+            "transcribe": {"language": "en", "summary": False},
+        },
+    )
     await dispatcher.submit(parent)
-    async with (in_process_worker(cfg, dict(COMPOSITOR_HANDLERS)),
-                in_process_worker(cfg, {JobType.transcribe: transcriber_jobs.transcribe}, TRANSCRIBE_QUEUE)):
+    async with (
+        in_process_worker(cfg, dict(COMPOSITOR_HANDLERS)),
+        in_process_worker(cfg, {JobType.transcribe: transcriber_jobs.transcribe}, TRANSCRIBE_QUEUE),
+    ):
         done = await wait_state(dispatcher, parent.id, {JobState.succeeded, JobState.failed, JobState.cancelled}, 60)
     assert done.state == JobState.succeeded, done.error
     assert url_server.hits["/media/grid_bbaf2n.mp4"] == 1

@@ -20,10 +20,10 @@ from gateway_support import ALICE, assert_problem, running_gateway
 from job_support import in_process_worker, wait_state
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from mediaflow.common.dispatch import Dispatcher
 from mediaflow.common.ids import new_job_id
-from mediaflow.common.jobs import Job, JobState, JobType
-from mediaflow.common.queues import COMPOSE_QUEUE
+from mediaflow.common.jobs.dispatch import Dispatcher
+from mediaflow.common.jobs.keys import COMPOSE_QUEUE
+from mediaflow.common.jobs.model import Job, JobState, JobType
 from mediaflow.common.settings import Settings
 from mediaflow.common.storage import open_storage
 from mediaflow.compositor import jobs as compositor_jobs
@@ -71,13 +71,18 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def hooked(settings: Settings, media) -> Settings:
     open_storage(settings.storage_url).put_file(KEY, media / "jfk.flac")
-    return settings.model_copy(update={"webhook_secret": SECRET, "url_allowed_hosts": ["127.0.0.1"],
-                                       "webhook_retry_after": 0.3, "webhook_max_deliveries": 3})
+    return settings.model_copy(
+        update={
+            "webhook_secret": SECRET,
+            "url_allowed_hosts": ["127.0.0.1"],
+            "webhook_retry_after": 0.3,
+            "webhook_max_deliveries": 3,
+        }
+    )
 
 
 def probe_job(url: str, key: str = KEY) -> Job:
-    return Job(id=new_job_id(), type=JobType.probe, queue=COMPOSE_QUEUE, input={"storage_key": key},
-               webhook_url=url)
+    return Job(id=new_job_id(), type=JobType.probe, queue=COMPOSE_QUEUE, input={"storage_key": key}, webhook_url=url)
 
 
 @contextlib.asynccontextmanager
@@ -141,7 +146,11 @@ async def test_delivery_gives_up_after_the_limit(redis, hooked, receiver) -> Non
     assert len(receiver.calls) == 3
     assert any("given up after 3 tries" in m for m in await log_messages(dispatcher, job.id))
     assert await redis.xpending("mediaflow:webhooks", "deliverers") == {
-        "pending": 0, "min": None, "max": None, "consumers": []}
+        "pending": 0,
+        "min": None,
+        "max": None,
+        "consumers": [],
+    }
 
 
 async def test_a_job_cancelled_while_queued_notifies_too(redis, hooked, receiver) -> None:
@@ -156,10 +165,15 @@ async def test_a_job_cancelled_while_queued_notifies_too(redis, hooked, receiver
 
 
 async def test_gateway_checks_webhook_urls(redis, settings, receiver) -> None:
-    body = {"type": "probe", "input": {"path": str(settings.allowed_roots[0] / "jfk.flac")},
-            "webhook_url": receiver.url}
-    async with running_gateway(settings.model_copy(update={"compositor_grpc": "127.0.0.1:1"})) as base, \
-            httpx.AsyncClient(base_url=base, timeout=30) as client:
+    body = {
+        "type": "probe",
+        "input": {"path": str(settings.allowed_roots[0] / "jfk.flac")},
+        "webhook_url": receiver.url,
+    }
+    async with (
+        running_gateway(settings.model_copy(update={"compositor_grpc": "127.0.0.1:1"})) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as client,
+    ):
         assert_problem(await client.post("/v1/jobs", headers=ALICE, json=body), 422, "webhooks_disabled")
     with_secret = settings.model_copy(update={"compositor_grpc": "127.0.0.1:1", "webhook_secret": SECRET})
     async with running_gateway(with_secret) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -172,5 +186,7 @@ async def test_gateway_checks_webhook_urls(redis, settings, receiver) -> None:
         created = await client.post("/v1/jobs", headers=ALICE, json=body)
         assert created.status_code == 202, created.text
         assert created.json()["webhook_url"] == receiver.url
-        assert json.loads((await client.get(f"/v1/jobs/{created.json()['id']}", headers=ALICE)).text)[
-            "webhook_url"] == receiver.url
+        assert (
+            json.loads((await client.get(f"/v1/jobs/{created.json()['id']}", headers=ALICE)).text)["webhook_url"]
+            == receiver.url
+        )

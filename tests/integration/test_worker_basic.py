@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from mediaflow.common.dispatch import Dispatcher
 from mediaflow.common.ids import new_job_id
-from mediaflow.common.jobs import Job, JobState, JobType
-from mediaflow.common.queues import COMPOSE_QUEUE
+from mediaflow.common.jobs.dispatch import Dispatcher
+from mediaflow.common.jobs.keys import COMPOSE_QUEUE
+from mediaflow.common.jobs.model import Job, JobState, JobType
+from mediaflow.common.runtime.arq_worker import create_worker
 from mediaflow.common.storage import open_storage
-from mediaflow.common.worker import create_worker
 from mediaflow.compositor import jobs as compositor_jobs
 
 
@@ -20,8 +20,9 @@ async def test_probe_job_runs_to_success(redis, settings, media):
     dispatcher = Dispatcher(redis)
     job = Job(id=new_job_id(), type=JobType.probe, queue=COMPOSE_QUEUE, input={"storage_key": "media/m_test/jfk.flac"})
     await dispatcher.submit(job)
-    worker = create_worker(COMPOSE_QUEUE, {JobType.probe: compositor_jobs.probe}, settings, burst=True,
-                           handle_signals=False)
+    worker = create_worker(
+        COMPOSE_QUEUE, {JobType.probe: compositor_jobs.probe}, settings, burst=True, handle_signals=False
+    )
     await asyncio.wait_for(worker.async_run(), 30)
     await worker.close()
     done = await dispatcher.store.get(job.id)

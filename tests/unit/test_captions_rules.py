@@ -17,9 +17,11 @@ from mediaflow.transcriber.captions import build_cues, render
 from mediaflow.transcriber.captions.scc import SCC_COLUMNS, SCC_ROWS
 from mediaflow.transcriber.transcript import Segment, Transcript, Word
 
-TEXT = ("So this is a fairly long sentence that should wrap across lines and cues properly. "
-        "Then another speaker answers with some words of their own, quickly. "
-        "Supercalifragilisticexpialidocious-and-then-some-more-letters is one very long token.")
+TEXT = (
+    "So this is a fairly long sentence that should wrap across lines and cues properly. "
+    "Then another speaker answers with some words of their own, quickly. "
+    "Supercalifragilisticexpialidocious-and-then-some-more-letters is one very long token."
+)
 
 
 def make_transcript(speakers: bool = True) -> Transcript:
@@ -28,17 +30,29 @@ def make_transcript(speakers: bool = True) -> Transcript:
         speaker = ("SPEAKER_00" if i < 15 else "SPEAKER_01") if speakers else None
         words.append(Word(text=token, start=t, end=t + 0.3, speaker=speaker))
         t += 0.35 + (1.5 if token.endswith("properly.") else 0.0)
-    segs = [Segment(id=0, start=words[0].start, end=words[-1].end, text=" ".join(w.text for w in words),
-                    words=words, speaker=None)]
-    return Transcript(language="en", duration=t + 2, segments=segs,
-                      speakers=["SPEAKER_00", "SPEAKER_01"] if speakers else [])
+    segs = [
+        Segment(
+            id=0,
+            start=words[0].start,
+            end=words[-1].end,
+            text=" ".join(w.text for w in words),
+            words=words,
+            speaker=None,
+        )
+    ]
+    return Transcript(
+        language="en", duration=t + 2, segments=segs, speakers=["SPEAKER_00", "SPEAKER_01"] if speakers else []
+    )
 
 
-@pytest.mark.parametrize("rules", [
-    CaptionRules(),
-    CaptionRules(max_chars_per_line=20, max_lines=1, max_duration=3.0, min_duration=1.5),
-    CaptionRules(max_chars_per_line=32, max_lines=3, speaker_labels=True, max_cps=12),
-])
+@pytest.mark.parametrize(
+    "rules",
+    [
+        CaptionRules(),
+        CaptionRules(max_chars_per_line=20, max_lines=1, max_duration=3.0, min_duration=1.5),
+        CaptionRules(max_chars_per_line=32, max_lines=3, speaker_labels=True, max_cps=12),
+    ],
+)
 def test_cues_hold_the_rules(rules: CaptionRules):
     transcript = make_transcript()
     cues = build_cues(transcript, rules)
@@ -66,8 +80,9 @@ def test_cues_hold_the_rules(rules: CaptionRules):
 
 def test_cps_is_met_where_there_is_room():
     words = [Word(text=w, start=i * 0.2, end=i * 0.2 + 0.15) for i, w in enumerate(["one", "two", "three"])]
-    transcript = Transcript(language="en", duration=10.0, segments=[
-        Segment(id=0, start=0, end=0.55, text="one two three", words=words)])
+    transcript = Transcript(
+        language="en", duration=10.0, segments=[Segment(id=0, start=0, end=0.55, text="one two three", words=words)]
+    )
     cue = build_cues(transcript, CaptionRules(max_cps=5, min_duration=0.5))[0]
     assert len(cue.text) / (cue.end - cue.start) <= 5 + 1e-6
 
@@ -76,8 +91,14 @@ def test_formats_parse_back_with_independent_parsers(tmp_path):
     rules = CaptionRules(max_chars_per_line=30, max_lines=2, speaker_labels=True, karaoke=True)
     transcript = make_transcript()
     files = render(transcript, ["srt", "vtt", "scc", "ass", "json", "txt"], rules)
-    assert set(files) == {"captions.srt", "captions.vtt", "captions.scc", "captions.ass",
-                          "transcript.json", "transcript.txt"}
+    assert set(files) == {
+        "captions.srt",
+        "captions.vtt",
+        "captions.scc",
+        "captions.ass",
+        "transcript.json",
+        "transcript.txt",
+    }
     cues = build_cues(transcript, rules)
 
     subs = list(srt.parse(files["captions.srt"][0].decode()))
@@ -122,8 +143,9 @@ def test_scc_is_cea608_and_reads_back(tmp_path):
         assert all(len(r) <= SCC_COLUMNS for r in rows)
     path = tmp_path / "captions.scc"
     path.write_text(scc)
-    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "srt", "-"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "srt", "-"], capture_output=True, text=True, check=True
+    ).stdout
     parsed = list(srt.parse(out))
     assert len(parsed) == len(captions)
     assert "fairly long sentence" in " ".join(p.content.replace("\n", " ") for p in parsed)

@@ -12,19 +12,45 @@ from mediaflow.compositor.encoders import EncoderChoice, choose, detect_encoder,
 
 def test_nvenc_1080p_command_line():
     assert output_args("h264_nvenc", 1080, "high", 30) == {
-        "c:v": "h264_nvenc", "preset": "p5", "tune": "hq", "rc": "vbr", "b:v": "16M", "maxrate": "20M",
-        "bufsize": "40M", "profile:v": "high", "g": 60, "bf": 2, "spatial-aq": 1, "pix_fmt": "yuv420p",
-        "c:a": "aac", "b:a": "320k", "ar": 48000, "ac": 2, "movflags": "+faststart"}
+        "c:v": "h264_nvenc",
+        "preset": "p5",
+        "tune": "hq",
+        "rc": "vbr",
+        "b:v": "16M",
+        "maxrate": "20M",
+        "bufsize": "40M",
+        "profile:v": "high",
+        "g": 60,
+        "bf": 2,
+        "spatial-aq": 1,
+        "pix_fmt": "yuv420p",
+        "c:a": "aac",
+        "b:a": "320k",
+        "ar": 48000,
+        "ac": 2,
+        "movflags": "+faststart",
+    }
 
 
 def test_nvenc_4k_command_line_in_a_full_ffmpeg_invocation(tmp_path):
     import ffmpeg
 
-    args = (ffmpeg.output(ffmpeg.input("in.mp4"), "out.mp4", **output_args("h264_nvenc", 2160, "high", 30))
-            .get_args())
+    args = ffmpeg.output(ffmpeg.input("in.mp4"), "out.mp4", **output_args("h264_nvenc", 2160, "high", 30)).get_args()
     line = " ".join(args)
-    for part in ("-c:v h264_nvenc", "-rc vbr", "-b:v 40M", "-maxrate 50M", "-bufsize 100M", "-preset p5",
-                 "-c:a aac", "-b:a 320k", "-ar 48000", "-ac 2", "-pix_fmt yuv420p", "-movflags +faststart"):
+    for part in (
+        "-c:v h264_nvenc",
+        "-rc vbr",
+        "-b:v 40M",
+        "-maxrate 50M",
+        "-bufsize 100M",
+        "-preset p5",
+        "-c:a aac",
+        "-b:a 320k",
+        "-ar 48000",
+        "-ac 2",
+        "-pix_fmt yuv420p",
+        "-movflags +faststart",
+    ):
         assert part in line, part
 
 

@@ -4,25 +4,41 @@ from __future__ import annotations
 
 import pytest
 
-from mediaflow.common.jobs import TERMINAL, JobState, JobType, can_transition
-from mediaflow.common.queues import COMPOSE_HEAVY_QUEUE, COMPOSE_QUEUE, TRANSCRIBE_QUEUE, queue_for
+from mediaflow.common.jobs.keys import COMPOSE_HEAVY_QUEUE, COMPOSE_QUEUE, TRANSCRIBE_QUEUE
+from mediaflow.common.jobs.model import TERMINAL, JobState, JobType, can_transition
+from mediaflow.common.jobs.queues import queue_for
 from mediaflow.common.settings import Settings
 
 S = JobState
 
 
-@pytest.mark.parametrize(("src", "dst"), [
-    (S.queued, S.running), (S.running, S.succeeded), (S.running, S.failed), (S.queued, S.cancelled),
-    (S.running, S.cancelling), (S.cancelling, S.cancelled), (S.failed, S.queued), (S.cancelled, S.queued),
-])
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [
+        (S.queued, S.running),
+        (S.running, S.succeeded),
+        (S.running, S.failed),
+        (S.queued, S.cancelled),
+        (S.running, S.cancelling),
+        (S.cancelling, S.cancelled),
+        (S.failed, S.queued),
+        (S.cancelled, S.queued),
+    ],
+)
 def test_allowed(src: JobState, dst: JobState) -> None:
     assert can_transition(src, dst)
 
 
-@pytest.mark.parametrize(("src", "dst"), [
-    (S.succeeded, S.queued), (S.succeeded, S.running), (S.cancelled, S.running), (S.failed, S.succeeded),
-    (S.queued, S.succeeded),
-])
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [
+        (S.succeeded, S.queued),
+        (S.succeeded, S.running),
+        (S.cancelled, S.running),
+        (S.failed, S.succeeded),
+        (S.queued, S.succeeded),
+    ],
+)
 def test_forbidden(src: JobState, dst: JobState) -> None:
     assert not can_transition(src, dst)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from mediaflow.common.errors import InvalidInput
-from mediaflow.common.jobs import JobType
+from mediaflow.common.jobs.keys import COMPOSE_HEAVY_QUEUE, COMPOSE_QUEUE
+from mediaflow.common.jobs.model import JobType
+from mediaflow.common.jobs.queues import is_heavy, queue_for
 from mediaflow.common.options import parse_options
 from mediaflow.common.options.compose import ComposeOptions
-from mediaflow.common.queues import COMPOSE_HEAVY_QUEUE, COMPOSE_QUEUE, is_heavy, queue_for
 from mediaflow.common.settings import Settings
 
 VIDEO = {"kind": "video", "media_id": "m_1"}
@@ -25,29 +26,32 @@ def test_defaults_and_aliases():
     assert parse_options(JobType.compose, compose()).output.resolution == "1920x1080"
 
 
-@pytest.mark.parametrize(("body", "fragment"), [
-    (compose(output={"resolution": "15360x8640"}), "unsupported output resolution"),  # 16K
-    (compose(output={"resolution": "1x1"}), "unsupported output resolution"),
-    (compose(output={"fps": 1000}), "fps"),
-    (compose(output={"encoder": "vaapi"}), "encoder"),
-    ({"items": [{"kind": "image", "media_id": "m_1"}]}, "needs a duration"),
-    ({"items": [{"kind": "video", "media_id": "m_1", "trim": {"start": 2, "end": 2}}]}, "zero-length"),
-    ({"items": [{"kind": "video", "media_id": "m_1", "trim": {"start": 3, "end": 1}}]}, "zero-length"),
-    ({"items": [{**VIDEO, "logo": {"media_id": "m_2", "position": "middle-ish"}}]}, "position"),
-    ({"items": [{**VIDEO, "logo": {"media_id": "m_2", "scale": 5}}]}, "scale"),
-    ({"items": [{**VIDEO, "logo": {"position": "top-left"}}]}, "exactly one"),
-    ({"items": [{"kind": "video"}]}, "exactly one"),
-    ({"items": [{"kind": "video", "media_id": "m_1", "path": "/x"}]}, "exactly one"),
-    ({"items": [{"kind": "slideshow", "media_id": "m_1"}]}, "kind"),
-    ({"items": []}, "items"),
-    ({"items": [{**VIDEO, "text": {"words": ["hi"], "font": "Arial,Bold:x=1"}}]}, "font"),
-    ({"items": [{**VIDEO, "text": {"words": ["hi"], "color": "yellow"}}]}, "color"),
-    ({"items": [{**VIDEO, "text": {"words": ["x" * 300]}}]}, "too long"),
-    ({"items": [VIDEO, {"kind": "image", "media_id": "m_2", "duration": 0.5}], "crossfade": 1.0}, "crossfade"),
-    (compose(captions={"job_id": "j_1;rm", "mode": "burn"}), "job_id"),
-    (compose(captions={"job_id": "j_1", "mode": "karaoke"}), "mode"),
-    (compose(bogus=1), "bogus"),
-])
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (compose(output={"resolution": "15360x8640"}), "unsupported output resolution"),  # 16K
+        (compose(output={"resolution": "1x1"}), "unsupported output resolution"),
+        (compose(output={"fps": 1000}), "fps"),
+        (compose(output={"encoder": "vaapi"}), "encoder"),
+        ({"items": [{"kind": "image", "media_id": "m_1"}]}, "needs a duration"),
+        ({"items": [{"kind": "video", "media_id": "m_1", "trim": {"start": 2, "end": 2}}]}, "zero-length"),
+        ({"items": [{"kind": "video", "media_id": "m_1", "trim": {"start": 3, "end": 1}}]}, "zero-length"),
+        ({"items": [{**VIDEO, "logo": {"media_id": "m_2", "position": "middle-ish"}}]}, "position"),
+        ({"items": [{**VIDEO, "logo": {"media_id": "m_2", "scale": 5}}]}, "scale"),
+        ({"items": [{**VIDEO, "logo": {"position": "top-left"}}]}, "exactly one"),
+        ({"items": [{"kind": "video"}]}, "exactly one"),
+        ({"items": [{"kind": "video", "media_id": "m_1", "path": "/x"}]}, "exactly one"),
+        ({"items": [{"kind": "slideshow", "media_id": "m_1"}]}, "kind"),
+        ({"items": []}, "items"),
+        ({"items": [{**VIDEO, "text": {"words": ["hi"], "font": "Arial,Bold:x=1"}}]}, "font"),
+        ({"items": [{**VIDEO, "text": {"words": ["hi"], "color": "yellow"}}]}, "color"),
+        ({"items": [{**VIDEO, "text": {"words": ["x" * 300]}}]}, "too long"),
+        ({"items": [VIDEO, {"kind": "image", "media_id": "m_2", "duration": 0.5}], "crossfade": 1.0}, "crossfade"),
+        (compose(captions={"job_id": "j_1;rm", "mode": "burn"}), "job_id"),
+        (compose(captions={"job_id": "j_1", "mode": "karaoke"}), "mode"),
+        (compose(bogus=1), "bogus"),
+    ],
+)
 def test_invalid_timelines_are_refused(body, fragment):
     with pytest.raises(InvalidInput) as err:
         parse_options(JobType.compose, body)
@@ -79,10 +83,11 @@ def test_routing_thresholds_are_configurable():
 def test_submit_time_media_checks():
     from mediaflow.common.options.compose import check_timeline_media
 
-    opts = parse_options(JobType.compose, {"items": [VIDEO, {**VIDEO, "media_id": "m_2",
-                                                              "logo": {"media_id": "m_3"}}]})
-    good = {"m_1": [{"kind": "video", "width": 320, "height": 240}, {"kind": "audio"}],
-            "m_2": [{"kind": "video", "width": 1920, "height": 1080}]}
+    opts = parse_options(JobType.compose, {"items": [VIDEO, {**VIDEO, "media_id": "m_2", "logo": {"media_id": "m_3"}}]})
+    good = {
+        "m_1": [{"kind": "video", "width": 320, "height": 240}, {"kind": "audio"}],
+        "m_2": [{"kind": "video", "width": 1920, "height": 1080}],
+    }
     check_timeline_media(opts, good)  # m_3 unknown here: left to the worker
     with pytest.raises(InvalidInput) as err:
         check_timeline_media(opts, {**good, "m_2": [{"kind": "audio", "channels": 2}]})

@@ -38,12 +38,15 @@ def test_safe_path_guard():
         _safe_path(Path("/tmp/x';movie=/etc/passwd"))
 
 
-@pytest.mark.parametrize(("src", "frame", "expected"), [
-    ((1280, 720), (1920, 1080), (1920, 1080)),   # 16:9 into 16:9
-    ((427, 240), (1920, 1080), (1920, 1078)),     # 320x240 flagged 16:9 (display 427x240)
-    ((360, 288), (1920, 1080), (1350, 1080)),     # 5:4 pillarboxed
-    ((1080, 1920), (1920, 1080), (608, 1080)),    # portrait (607.5 rounded, made even)
-    ((4000, 1000), (1280, 720), (1280, 320)),     # very wide: letterboxed
-])
+@pytest.mark.parametrize(
+    ("src", "frame", "expected"),
+    [
+        ((1280, 720), (1920, 1080), (1920, 1080)),  # 16:9 into 16:9
+        ((427, 240), (1920, 1080), (1920, 1078)),  # 320x240 flagged 16:9 (display 427x240)
+        ((360, 288), (1920, 1080), (1350, 1080)),  # 5:4 pillarboxed
+        ((1080, 1920), (1920, 1080), (608, 1080)),  # portrait (607.5 rounded, made even)
+        ((4000, 1000), (1280, 720), (1280, 320)),  # very wide: letterboxed
+    ],
+)
 def test_fit_size_keeps_display_aspect(src, frame, expected):
     assert fit_size(*src, *frame) == expected

@@ -5,10 +5,12 @@ from __future__ import annotations
 from mediaflow.transcriber.analytics import analytics, extractive_summary, keywords
 from mediaflow.transcriber.transcript import Segment, SpeakerTurn, Transcript, Word
 
-TEXT = ("Hello? Hello? Welcome to the quarterly budget review for the northern region. "
-        "The budget for the northern region grew by ten percent this quarter. Okay. "
-        "Marketing spent less than planned, so the surplus moves to engineering hiring. "
-        "Engineering hiring will double the platform team before the next budget review. Thanks, bye.")
+TEXT = (
+    "Hello? Hello? Welcome to the quarterly budget review for the northern region. "
+    "The budget for the northern region grew by ten percent this quarter. Okay. "
+    "Marketing spent less than planned, so the surplus moves to engineering hiring. "
+    "Engineering hiring will double the platform team before the next budget review. Thanks, bye."
+)
 
 
 def transcript() -> Transcript:

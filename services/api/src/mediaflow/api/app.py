@@ -30,8 +30,7 @@ Authenticate with `Authorization: Bearer <api key>`. Every error is an RFC 9457 
 """
 
 
-def create_app(settings: Settings | None = None, *, sse_ping: float = 15.0,
-               instrument: bool | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, sse_ping: float = 15.0, instrument: bool | None = None) -> FastAPI:
     """`instrument`: trace HTTP requests (OpenTelemetry). None = when a tracer provider is installed
     (OTEL_EXPORTER_OTLP_ENDPOINT set, or a test installed one with setup_tracing before this call):
     the instrumentation costs about a third of a submit's CPU, for spans nobody would receive."""
@@ -59,7 +58,7 @@ def create_app(settings: Settings | None = None, *, sse_ping: float = 15.0,
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
 
     app.add_middleware(MetricsMiddleware, metrics=svc.metrics)
-    provider = setup_tracing("mediaflow-api")
+    provider = setup_tracing("mediaflow-api", settings)
     if instrument or (instrument is None and provider is not None):
         FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     return app

@@ -12,7 +12,7 @@ from fastapi import Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
-from mediaflow.common.jobs import Artifact
+from mediaflow.common.jobs.model import Artifact
 from mediaflow.common.storage import FileStorage, S3Storage, Storage
 
 from .problems import Problem
@@ -48,8 +48,9 @@ def _check_range(header: str | None, size: int) -> None:
     except MalformedRangeHeader as exc:
         raise Problem(400, "malformed_range", exc.content) from None
     except RangeNotSatisfiable:
-        raise Problem(416, "range_not_satisfiable", f"range outside 0-{size - 1}",
-                      headers={"Content-Range": f"bytes */{size}"}) from None
+        raise Problem(
+            416, "range_not_satisfiable", f"range outside 0-{size - 1}", headers={"Content-Range": f"bytes */{size}"}
+        ) from None
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -64,14 +65,16 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     if first == "":  # suffix range: the last N bytes
         length = int(last)
         if length == 0:
-            raise Problem(416, "range_not_satisfiable", "empty suffix range",
-                          headers={"Content-Range": f"bytes */{size}"})
+            raise Problem(
+                416, "range_not_satisfiable", "empty suffix range", headers={"Content-Range": f"bytes */{size}"}
+            )
         return max(0, size - length), size - 1
     start = int(first)
     end = min(int(last), size - 1) if last else size - 1
     if start >= size or end < start:
-        raise Problem(416, "range_not_satisfiable", f"range outside 0-{size - 1}",
-                      headers={"Content-Range": f"bytes */{size}"})
+        raise Problem(
+            416, "range_not_satisfiable", f"range outside 0-{size - 1}", headers={"Content-Range": f"bytes */{size}"}
+        )
     return start, end
 
 

@@ -44,15 +44,16 @@ def _resolve(request: Request, key: str | None) -> str:
     return tenant
 
 
-async def require_tenant(request: Request,
-                         credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
+async def require_tenant(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
     """The tenant of the request's bearer key (401 otherwise)."""
     return _resolve(request, credentials.credentials if credentials else None)
 
 
-async def require_tenant_or_token(request: Request,
-                                  credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-                                  access_token: str | None = None) -> str:
+async def require_tenant_or_token(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    access_token: str | None = None,
+) -> str:
     """Like require_tenant, but also accepts `?access_token=` — only for the SSE route, because a
     browser's EventSource cannot send headers."""
     key = credentials.credentials if credentials else access_token

@@ -11,29 +11,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mediaflow.common.errors import MediaflowError
 from mediaflow.common.fetch import check_url
-from mediaflow.common.jobs import Media
+from mediaflow.common.jobs.model import Media
 from mediaflow.common.settings import Settings
 
 
 def media_input(media: Media) -> dict[str, Any]:
     return {"media_id": media.id, "storage_key": media.key}
-
-
-def check_input_shape(value: Any) -> dict[str, Any] | None:
-    """Validates `input` of a job body: None, or exactly one of media_id / path / url (strings)."""
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise MediaflowError("input must be an object: {\"media_id\": ...}, {\"path\": ...} or {\"url\": ...}",
-                             code="invalid_input", status=422)
-    named = [k for k in ("media_id", "path", "url") if value.get(k) is not None]
-    unknown = set(value) - {"media_id", "path", "url"}
-    if len(named) != 1 or unknown or not isinstance(value[named[0]], str):
-        raise MediaflowError("input names the media with exactly one of media_id, path or url (a string)",
-                             code="invalid_input", status=422)
-    return {named[0]: value[named[0]]}
 
 
 async def checked_url(url: str, settings: Settings) -> str:

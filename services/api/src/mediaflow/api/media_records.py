@@ -1,7 +1,7 @@
 """Media records, read through a small in-process cache.
 
 A media record never changes after its upload, so a gateway can keep the ones it has seen: a submit
-that names an uploaded `media_id` then costs one Redis round trip (the job's MULTI) instead of two.
+that names an uploaded `media_id` then costs one Redis round trip (the job's enqueue script) instead of two.
 The tenant check runs on every read, cached or not.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from mediaflow.common.errors import NotFound
-from mediaflow.common.jobs import Media
-from mediaflow.common.store import JobStore
+from mediaflow.common.jobs.model import Media
+from mediaflow.common.jobs.store import JobStore
 
 CACHE_ENTRIES = 50_000
 

@@ -11,27 +11,39 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("mediaflow_http_requests_total", "HTTP requests", ["method", "route", "status"],
-                                registry=self.registry)
+        self.requests = Counter(
+            "mediaflow_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
         self.latency = Histogram(
-            "mediaflow_http_request_duration_seconds", "HTTP request latency (until the response starts)",
-            ["method", "route"], registry=self.registry,
+            "mediaflow_http_request_duration_seconds",
+            "HTTP request latency (until the response starts)",
+            ["method", "route"],
+            registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.jobs_submitted = Counter("mediaflow_jobs_submitted_total", "jobs accepted by the gateway", ["type"],
-                                      registry=self.registry)
-        self.uploads = Counter("mediaflow_media_uploaded_bytes_total", "bytes of accepted uploads",
-                               registry=self.registry)
-        self.queue_ready = Gauge("mediaflow_queue_ready", "jobs waiting on a queue, ready to run", ["queue"],
-                                 registry=self.registry)
-        self.queue_deferred = Gauge("mediaflow_queue_deferred", "jobs on a queue waiting for a retry delay",
-                                    ["queue"], registry=self.registry)
-        self.queue_running = Gauge("mediaflow_queue_running", "jobs of a queue held by live workers", ["queue"],
-                                   registry=self.registry)
+        self.jobs_submitted = Counter(
+            "mediaflow_jobs_submitted_total", "jobs accepted by the gateway", ["type"], registry=self.registry
+        )
+        self.uploads = Counter(
+            "mediaflow_media_uploaded_bytes_total", "bytes of accepted uploads", registry=self.registry
+        )
+        self.queue_ready = Gauge(
+            "mediaflow_queue_ready", "jobs waiting on a queue, ready to run", ["queue"], registry=self.registry
+        )
+        self.queue_deferred = Gauge(
+            "mediaflow_queue_deferred", "jobs on a queue waiting for a retry delay", ["queue"], registry=self.registry
+        )
+        self.queue_running = Gauge(
+            "mediaflow_queue_running", "jobs of a queue held by live workers", ["queue"], registry=self.registry
+        )
         self.workers = Gauge("mediaflow_workers", "live workers per queue", ["queue"], registry=self.registry)
         # Workers finish jobs, not the gateway, so outcomes come from the store's rolling window.
-        self.jobs_finished = Gauge("mediaflow_jobs_finished_recent", "jobs finished in the last hour",
-                                   ["queue", "outcome"], registry=self.registry)
+        self.jobs_finished = Gauge(
+            "mediaflow_jobs_finished_recent",
+            "jobs finished in the last hour",
+            ["queue", "outcome"],
+            registry=self.registry,
+        )
 
 
 class MetricsMiddleware:

@@ -42,8 +42,9 @@ CODE_FOR_STATUS = {
 }
 
 
-def problem_body(status: int, code: str, detail: str = "", *, instance: str = "", title: str | None = None,
-                 **extensions: Any) -> dict[str, Any]:
+def problem_body(
+    status: int, code: str, detail: str = "", *, instance: str = "", title: str | None = None, **extensions: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": TYPE_BASE + code,
         "title": title or HTTPStatus(status).phrase,
@@ -56,17 +57,30 @@ def problem_body(status: int, code: str, detail: str = "", *, instance: str = ""
     return body
 
 
-def problem(status: int, code: str, detail: str = "", *, instance: str = "", headers: dict[str, str] | None = None,
-            title: str | None = None, **extensions: Any) -> JSONResponse:
-    return JSONResponse(problem_body(status, code, detail, instance=instance, title=title, **extensions),
-                        status_code=status, media_type=PROBLEM_JSON, headers=headers)
+def problem(
+    status: int,
+    code: str,
+    detail: str = "",
+    *,
+    instance: str = "",
+    headers: dict[str, str] | None = None,
+    title: str | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    return JSONResponse(
+        problem_body(status, code, detail, instance=instance, title=title, **extensions),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
 
 
 class Problem(Exception):
     """Raised by routes for errors that have no MediaflowError class of their own."""
 
-    def __init__(self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None,
-                 **extensions: Any) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, *, headers: dict[str, str] | None = None, **extensions: Any
+    ) -> None:
         super().__init__(detail)
         self.status, self.code, self.detail = status, code, detail
         self.headers = headers
@@ -79,8 +93,7 @@ def _instance(request: Request) -> str:
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Problem)
-    return problem(exc.status, exc.code, exc.detail, instance=_instance(request), headers=exc.headers,
-                   **exc.extensions)
+    return problem(exc.status, exc.code, exc.detail, instance=_instance(request), headers=exc.headers, **exc.extensions)
 
 
 async def _on_mediaflow_error(request: Request, exc: Exception) -> JSONResponse:
@@ -107,18 +120,29 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     if any(e.get("type") == "json_invalid" for e in raw):
         first = next(e for e in raw if e.get("type") == "json_invalid")
         reason = (first.get("ctx") or {}).get("error", "invalid JSON")
-        return problem(400, "malformed_json", f"the request body is not valid JSON: {reason}",
-                       instance=_instance(request))
+        return problem(
+            400, "malformed_json", f"the request body is not valid JSON: {reason}", instance=_instance(request)
+        )
     errors = [{"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": e.get("msg", "")} for e in raw]
     first_error = errors[0] if errors else {"loc": "", "msg": "invalid request"}
-    return problem(422, "invalid_request", f"{first_error['loc']}: {first_error['msg']}",
-                   instance=_instance(request), errors=errors)
+    return problem(
+        422,
+        "invalid_request",
+        f"{first_error['loc']}: {first_error['msg']}",
+        instance=_instance(request),
+        errors=errors,
+    )
 
 
 async def _on_redis_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("job store unreachable: %s", exc)
-    return problem(503, "store_unavailable", "the job store (Redis) is unreachable; try again shortly",
-                   instance=_instance(request), headers={"Retry-After": "1"})
+    return problem(
+        503,
+        "store_unavailable",
+        "the job store (Redis) is unreachable; try again shortly",
+        instance=_instance(request),
+        headers={"Retry-After": "1"},
+    )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -139,14 +163,22 @@ def install_problem_handlers(app: FastAPI) -> None:
 # OpenAPI: the problem schema every error response shares.
 PROBLEM_SCHEMA = {
     "description": "RFC 9457 problem details",
-    "content": {PROBLEM_JSON: {"schema": {
-        "type": "object",
-        "properties": {
-            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-            "detail": {"type": "string"}, "code": {"type": "string"}, "instance": {"type": "string"},
-        },
-        "required": ["type", "title", "status", "code"],
-    }}},
+    "content": {
+        PROBLEM_JSON: {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string"},
+                    "title": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "detail": {"type": "string"},
+                    "code": {"type": "string"},
+                    "instance": {"type": "string"},
+                },
+                "required": ["type", "title", "status", "code"],
+            }
+        }
+    },
 }
 
 

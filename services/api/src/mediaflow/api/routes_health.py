@@ -32,13 +32,18 @@ async def _check(name: str, probe: Any) -> tuple[str, str]:
     return name, "ok"
 
 
-@router.get("/readyz", summary="Readiness: Redis and storage are reachable (503 problem otherwise)",
-            responses={503: {"description": "not ready (problem details with `checks`)"}})
+@router.get(
+    "/readyz",
+    summary="Readiness: Redis and storage are reachable (503 problem otherwise)",
+    responses={503: {"description": "not ready (problem details with `checks`)"}},
+)
 async def readyz(svc: Services = Depends(services)) -> Response:
-    results = dict(await asyncio.gather(
-        _check("redis", svc.redis.ping()),
-        _check("storage", asyncio.to_thread(svc.storage.ping)),
-    ))
+    results = dict(
+        await asyncio.gather(
+            _check("redis", svc.redis.ping()),
+            _check("storage", asyncio.to_thread(svc.storage.ping)),
+        )
+    )
     if all(v == "ok" for v in results.values()):
         return JSONResponse({"status": "ready", "checks": results})
     failing = ", ".join(k for k, v in results.items() if v != "ok")

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from mediaflow.common.ids import new_media_id
-from mediaflow.common.jobs import Media
+from mediaflow.common.jobs import keys
+from mediaflow.common.jobs.model import Media
 from mediaflow.common.probe import probe_file
 
 from .auth import require_tenant
@@ -39,26 +40,37 @@ def media_resource(media: Media) -> dict[str, Any]:
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": ["file"],
-            "properties": {"file": {"type": "string", "format": "binary", "description": "the media file"}},
-        }}},
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary", "description": "the media file"}},
+                }
+            }
+        },
     }
 }
 
 
-@router.post("", status_code=201, response_model=MediaResource, openapi_extra=UPLOAD_BODY,
-             responses=problem_responses(400, 401, 413, 415, 422, 503),
-             summary="Upload media (multipart/form-data, streamed to storage)")
-async def upload_media(request: Request, tenant: str = Depends(require_tenant),
-                       svc: Services = Depends(services)) -> dict[str, Any]:
+@router.post(
+    "",
+    status_code=201,
+    response_model=MediaResource,
+    openapi_extra=UPLOAD_BODY,
+    responses=problem_responses(400, 401, 413, 415, 422, 503),
+    summary="Upload media (multipart/form-data, streamed to storage)",
+)
+async def upload_media(
+    request: Request, tenant: str = Depends(require_tenant), svc: Services = Depends(services)
+) -> dict[str, Any]:
     settings = svc.settings
     upload = await receive_upload(request, settings.max_upload_bytes, temp_dir_for(svc.storage))
     try:
         # Sniff before anything is stored: non-media is refused with 415 unsupported_media.
         local_info = await asyncio.to_thread(probe_file, upload.path)
         media_id = new_media_id()
-        key = f"media/{media_id}/{upload.filename}"
+        key = keys.upload(media_id, upload.filename)
         size = await asyncio.to_thread(move_into_storage, svc.storage, key, upload.path)
     finally:
         upload.path.unlink(missing_ok=True)
@@ -67,22 +79,33 @@ async def upload_media(request: Request, tenant: str = Depends(require_tenant),
     probed_by = "compositor"
     if info is None:
         info, probed_by = local_info, "gateway"
-    media = Media(id=media_id, tenant=tenant, filename=upload.filename, content_type=upload.content_type,
-                  size=size, duration=info.get("duration"), format=info.get("format", ""),
-                  streams=info.get("streams", []), key=key, probed_by=probed_by)
+    media = Media(
+        id=media_id,
+        tenant=tenant,
+        filename=upload.filename,
+        content_type=upload.content_type,
+        size=size,
+        duration=info.get("duration"),
+        format=info.get("format", ""),
+        streams=info.get("streams", []),
+        key=key,
+        probed_by=probed_by,
+    )
     try:
         await svc.media.put(media)
     except BaseException:
         # No record, no bytes: an upload refused for any reason (Redis down, ...) leaves nothing behind.
-        await asyncio.to_thread(svc.storage.delete_prefix, f"media/{media_id}")
+        await asyncio.to_thread(svc.storage.delete_prefix, keys.upload_prefix(media_id))
         raise
     svc.metrics.uploads.inc(size)
     return media_resource(media)
 
 
-@router.get("/{media_id}", response_model=MediaResource, responses=problem_responses(401, 404),
-            summary="Get a media resource")
-async def get_media(media_id: str, tenant: str = Depends(require_tenant),
-                    svc: Services = Depends(services)) -> dict[str, Any]:
+@router.get(
+    "/{media_id}", response_model=MediaResource, responses=problem_responses(401, 404), summary="Get a media resource"
+)
+async def get_media(
+    media_id: str, tenant: str = Depends(require_tenant), svc: Services = Depends(services)
+) -> dict[str, Any]:
     media = await svc.media.get(media_id, tenant)
     return media_resource(media)

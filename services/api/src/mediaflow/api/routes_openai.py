@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from mediaflow.common.grpc import MAX_MESSAGE_BYTES, channel
 from mediaflow.common.probe import probe_file
+from mediaflow.common.subtitles import TextFormat, write_subtitles
 from mediaflow.v1 import transcriber_pb2, transcriber_pb2_grpc
 
 from .auth import require_tenant
@@ -26,26 +27,22 @@ router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 ERROR_CODE_KEY = "mediaflow-error-code"
 # Whisper's language names for the codes clients most often see (verbose_json reports a name).
-LANGUAGE_NAMES = {"en": "english", "de": "german", "fr": "french", "es": "spanish", "it": "italian",
-                  "pt": "portuguese", "nl": "dutch", "ja": "japanese", "zh": "chinese", "ru": "russian"}
+LANGUAGE_NAMES = {
+    "en": "english",
+    "de": "german",
+    "fr": "french",
+    "es": "spanish",
+    "it": "italian",
+    "pt": "portuguese",
+    "nl": "dutch",
+    "ja": "japanese",
+    "zh": "chinese",
+    "ru": "russian",
+}
 
 
-def _timestamp(seconds: float, separator: str) -> str:
-    ms = round(max(0.0, seconds) * 1000)
-    h, rest = divmod(ms, 3_600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{separator}{ms:03d}"
-
-
-def to_srt(response: transcriber_pb2.TranscribeResponse) -> str:
-    return "".join(f"{i}\n{_timestamp(s.start, ',')} --> {_timestamp(s.end, ',')}\n{s.text.strip()}\n\n"
-                   for i, s in enumerate(response.segments, 1))
-
-
-def to_vtt(response: transcriber_pb2.TranscribeResponse) -> str:
-    return "WEBVTT\n\n" + "".join(f"{_timestamp(s.start, '.')} --> {_timestamp(s.end, '.')}\n{s.text.strip()}\n\n"
-                                  for s in response.segments)
+def to_subtitles(response: transcriber_pb2.TranscribeResponse, fmt: TextFormat) -> str:
+    return write_subtitles(((s.start, s.end, [s.text.strip()]) for s in response.segments), fmt)
 
 
 def to_verbose_json(response: transcriber_pb2.TranscribeResponse, granularities: set[str]) -> dict[str, Any]:
@@ -56,23 +53,39 @@ def to_verbose_json(response: transcriber_pb2.TranscribeResponse, granularities:
         "text": response.text,
     }
     if "segment" in granularities or not granularities or "word" not in granularities:
-        body["segments"] = [{
-            "id": s.id, "seek": 0, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
-            "tokens": [], "temperature": 0.0, "avg_logprob": s.avg_logprob, "compression_ratio": 0.0,
-            "no_speech_prob": s.no_speech_prob,
-        } for s in response.segments]
+        body["segments"] = [
+            {
+                "id": s.id,
+                "seek": 0,
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "text": s.text,
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": s.avg_logprob,
+                "compression_ratio": 0.0,
+                "no_speech_prob": s.no_speech_prob,
+            }
+            for s in response.segments
+        ]
     if "word" in granularities:
-        body["words"] = [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)}
-                         for s in response.segments for w in s.words]
+        body["words"] = [
+            {"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)}
+            for s in response.segments
+            for w in s.words
+        ]
     return body
 
 
 async def _read_upload(file: UploadFile) -> bytes:
     data = await file.read(MAX_MESSAGE_BYTES + 1)
     if len(data) > MAX_MESSAGE_BYTES:
-        raise Problem(413, "payload_too_large",
-                      f"synchronous transcription takes files up to {MAX_MESSAGE_BYTES} bytes; "
-                      "upload larger media with POST /v1/media and submit a transcribe job")
+        raise Problem(
+            413,
+            "payload_too_large",
+            f"synchronous transcription takes files up to {MAX_MESSAGE_BYTES} bytes; "
+            "upload larger media with POST /v1/media and submit a transcribe job",
+        )
     if not data:
         raise Problem(400, "empty_file", "the uploaded file is empty")
     return data
@@ -80,6 +93,7 @@ async def _read_upload(file: UploadFile) -> bytes:
 
 async def _media_duration(file: UploadFile) -> float:
     """Probe the spooled upload (python-multipart keeps large ones on disk)."""
+
     def probe() -> float:
         import tempfile
 
@@ -100,22 +114,31 @@ def _problem_from_rpc(exc: grpc.aio.AioRpcError, target: str) -> Problem:
     code = dict(exc.trailing_metadata() or ()).get(ERROR_CODE_KEY, "")
     status = exc.code()
     if status == grpc.StatusCode.UNAVAILABLE:
-        return Problem(503, code or "transcriber_unavailable",
-                       f"no transcriber is reachable at {target}; try again shortly",
-                       headers={"Retry-After": "5"})
+        return Problem(
+            503,
+            code or "transcriber_unavailable",
+            f"no transcriber is reachable at {target}; try again shortly",
+            headers={"Retry-After": "5"},
+        )
     if status == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return Problem(504, "transcription_timeout",
-                       "the transcriber did not finish in time; submit a transcribe job for long media")
+        return Problem(
+            504,
+            "transcription_timeout",
+            "the transcriber did not finish in time; submit a transcribe job for long media",
+        )
     if status in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
         detail = exc.details() or "invalid request"
         if code and detail.startswith(f"{code}: "):
-            detail = detail[len(code) + 2:]
+            detail = detail[len(code) + 2 :]
         return Problem(422 if code != "unsupported_language" else 400, code or "invalid_request", detail)
     return Problem(502, "transcriber_error", f"the transcriber failed: {exc.details()}")
 
 
-@router.post("/audio/transcriptions", summary="Transcribe audio (OpenAI-compatible)",
-             responses=problem_responses(400, 401, 413, 415, 422, 503, 504))
+@router.post(
+    "/audio/transcriptions",
+    summary="Transcribe audio (OpenAI-compatible)",
+    responses=problem_responses(400, 401, 413, 415, 422, 503, 504),
+)
 async def create_transcription(
     request: Request,
     file: Annotated[UploadFile, File(description="the media file (any container/codec with audio)")],
@@ -129,23 +152,29 @@ async def create_transcription(
 ) -> Response:
     settings = request.app.state.services.settings
     if response_format not in RESPONSE_FORMATS:
-        raise Problem(400, "invalid_response_format",
-                      f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
+        raise Problem(400, "invalid_response_format", f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
     granularities = set(timestamp_granularities or [])
     if granularities - {"word", "segment"}:
         raise Problem(400, "invalid_timestamp_granularity", "timestamp_granularities[] takes word and/or segment")
     duration = await _media_duration(file)
     if duration > settings.sync_max_duration:
-        raise Problem(413, "media_too_long",
-                      f"the media lasts {duration:.0f} s; the synchronous route takes up to "
-                      f"{settings.sync_max_duration:.0f} s",
-                      hint="upload it with POST /v1/media and submit a transcribe job (POST /v1/jobs)",
-                      max_duration=settings.sync_max_duration)
+        raise Problem(
+            413,
+            "media_too_long",
+            f"the media lasts {duration:.0f} s; the synchronous route takes up to {settings.sync_max_duration:.0f} s",
+            hint="upload it with POST /v1/media and submit a transcribe job (POST /v1/jobs)",
+            max_duration=settings.sync_max_duration,
+        )
     await file.seek(0)
     data = await _read_upload(file)
     rpc_request = transcriber_pb2.TranscribeRequest(
-        audio=data, language=language or "", task="transcribe", prompt=prompt or "",
-        word_timestamps="word" in granularities, temperature=temperature)
+        audio=data,
+        language=language or "",
+        task="transcribe",
+        prompt=prompt or "",
+        word_timestamps="word" in granularities,
+        temperature=temperature,
+    )
     # Deadline: the base RPC allowance plus real time for the media (tiny on CPU runs ~20x faster).
     deadline = settings.grpc_deadline + duration
     target = settings.transcriber_grpc
@@ -158,9 +187,9 @@ async def create_transcription(
     if response_format == "text":
         return PlainTextResponse(result.text + "\n")
     if response_format == "srt":
-        return PlainTextResponse(to_srt(result), media_type="application/x-subrip")
+        return PlainTextResponse(to_subtitles(result, "srt"), media_type="application/x-subrip")
     if response_format == "vtt":
-        return PlainTextResponse(to_vtt(result), media_type="text/vtt")
+        return PlainTextResponse(to_subtitles(result, "vtt"), media_type="text/vtt")
     if response_format == "verbose_json":
         return JSONResponse(to_verbose_json(result, granularities))
     return JSONResponse({"text": result.text})

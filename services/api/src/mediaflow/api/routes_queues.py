@@ -8,9 +8,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from mediaflow.common.queues import ALL_QUEUES
-from mediaflow.common.store import STATS_WINDOW_S, stats_key
-from mediaflow.common.worker import WORKERS_KEY
+from mediaflow.common.jobs.keys import ALL_QUEUES
+from mediaflow.common.jobs.keys import WORKERS as WORKERS_KEY
+from mediaflow.common.jobs.keys import stats as stats_key
+from mediaflow.common.jobs.store import STATS_WINDOW_S
 
 from .auth import require_tenant
 from .problems import problem_responses
@@ -19,7 +20,7 @@ from .services import Services, services
 
 router = APIRouter(prefix="/v1/queues", tags=["queues"])
 
-# Workers write their registry entry every second (worker.py heart_beat); silence for longer than
+# Workers write their registry entry every second (runtime/arq_worker.py heart_beat); silence for longer than
 # this means the worker is gone. Entries far older than that are removed.
 LIVE_HEARTBEAT_S = 30.0
 FORGET_AFTER_S = 3600.0
@@ -52,11 +53,17 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
             forgotten.append(worker_id)
         if age > LIVE_HEARTBEAT_S or entry.get("queue") not in workers_by_queue:
             continue
-        workers_by_queue[entry["queue"]].append({
-            "id": entry.get("id", worker_id.decode()), "queue": entry["queue"], "host": entry.get("host", ""),
-            "pid": int(entry.get("pid", 0)), "heartbeat_age_s": round(max(age, 0.0), 3),
-            "jobs": list(entry.get("jobs", [])), "draining": bool(entry.get("draining", False)),
-        })
+        workers_by_queue[entry["queue"]].append(
+            {
+                "id": entry.get("id", worker_id.decode()),
+                "queue": entry["queue"],
+                "host": entry.get("host", ""),
+                "pid": int(entry.get("pid", 0)),
+                "heartbeat_age_s": round(max(age, 0.0), 3),
+                "jobs": list(entry.get("jobs", [])),
+                "draining": bool(entry.get("draining", False)),
+            }
+        )
     if forgotten:
         await svc.redis.hdel(WORKERS_KEY, *forgotten)
 
@@ -69,15 +76,16 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
             for q, job_id in held:
                 pipe.zscore(q, job_id)
             scores = await pipe.execute()
-        still_queued = {job_id for (_q, job_id), score in zip(held, scores, strict=True)
-                        if score is not None and score <= now_ms}
+        still_queued = {
+            job_id for (_q, job_id), score in zip(held, scores, strict=True) if score is not None and score <= now_ms
+        }
     for ws in workers_by_queue.values():
         for w in ws:
             w["jobs"] = [j for j in w["jobs"] if j in still_queued]
 
     queues = []
     for i, queue in enumerate(ALL_QUEUES):
-        ready, deferred, succeeded, failed = replies[4 * i: 4 * i + 4]
+        ready, deferred, succeeded, failed = replies[4 * i : 4 * i + 4]
         workers = sorted(workers_by_queue[queue], key=lambda w: w["id"])
         # ARQ keeps a running job in the queue's sorted set until it finishes: what live workers
         # hold (and is still on the queue) is running, the rest of the ready entries are waiting.
@@ -88,13 +96,26 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
         svc.metrics.workers.labels(queue).set(len(workers))
         svc.metrics.jobs_finished.labels(queue, "succeeded").set(succeeded)
         svc.metrics.jobs_finished.labels(queue, "failed").set(failed)
-        queues.append({"name": queue, "queued": max(0, ready - running), "running": running,
-                       "deferred": deferred, "succeeded": succeeded, "failed": failed, "workers": workers})
+        queues.append(
+            {
+                "name": queue,
+                "queued": max(0, ready - running),
+                "running": running,
+                "deferred": deferred,
+                "succeeded": succeeded,
+                "failed": failed,
+                "workers": workers,
+            }
+        )
     return {"queues": queues, "window_s": STATS_WINDOW_S}
 
 
-@router.get("", response_model=QueuesResponse, responses=problem_responses(401, 503),
-            summary="Per queue: queued, running, deferred, recent succeeded/failed, live workers")
+@router.get(
+    "",
+    response_model=QueuesResponse,
+    responses=problem_responses(401, 503),
+    summary="Per queue: queued, running, deferred, recent succeeded/failed, live workers",
+)
 async def get_queues(tenant: str = Depends(require_tenant), svc: Services = Depends(services)) -> dict[str, Any]:
     snapshot = await queue_snapshot(svc)
     # Counts are global, but a tenant only learns the ids of its own jobs.

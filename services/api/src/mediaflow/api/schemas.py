@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mediaflow.common.jobs import Artifact, JobError, JobState, JobType
+from mediaflow.common.jobs.model import Artifact, JobError, JobState, JobType
 
 
 class JobResource(BaseModel):

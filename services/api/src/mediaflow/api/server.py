@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 
 import uvicorn
 from fastapi import FastAPI
+
+from mediaflow.common.settings import get_settings
 
 from .app import create_app
 
@@ -24,19 +25,36 @@ def app_factory() -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
+    settings = get_settings()
     parser = argparse.ArgumentParser(prog="mediaflow-api", description="the mediaflow gateway (REST + SSE + web page)")
-    parser.add_argument("--host", default=os.environ.get("MEDIAFLOW_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("MEDIAFLOW_PORT", "8000")))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("MEDIAFLOW_API_WORKERS", "1")),
-                        help="server processes sharing the port (in Kubernetes, prefer more replicas)")
-    parser.add_argument("--log-level", default=os.environ.get("MEDIAFLOW_LOG_LEVEL", "info").lower())
-    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
-                        help="log every request (off by default: it costs throughput, /metrics counts them)")
+    parser.add_argument("--host", default=settings.host)
+    parser.add_argument("--port", type=int, default=settings.port)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=settings.api_workers,
+        help="server processes sharing the port (in Kubernetes, prefer more replicas)",
+    )
+    parser.add_argument("--log-level", default=settings.log_level.lower())
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="log every request (off by default: it costs throughput, /metrics counts them)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run("mediaflow.api.server:app_factory", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level=args.log_level, access_log=args.access_log, proxy_headers=True,
-                timeout_graceful_shutdown=5)
+    uvicorn.run(
+        "mediaflow.api.server:app_factory",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        proxy_headers=True,
+        timeout_graceful_shutdown=5,
+    )
 
 
 if __name__ == "__main__":

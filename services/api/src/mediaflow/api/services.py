@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from fastapi import Request
 from redis.asyncio import Redis
 
-from mediaflow.common.dispatch import Dispatcher
+from mediaflow.common.jobs.dispatch import Dispatcher
+from mediaflow.common.jobs.store import JobStore
 from mediaflow.common.settings import Settings
 from mediaflow.common.storage import Storage, open_storage
-from mediaflow.common.store import JobStore
 
 from .auth import KeyRing
 from .compositor_probe import CompositorProbe
@@ -36,8 +36,9 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         # Short connect timeout: when Redis is down, requests fail fast with 503 instead of hanging.
         # The pool drops broken connections, so the app recovers by itself when Redis returns.
-        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=15.0,
-                               health_check_interval=30)
+        redis = Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2.0, socket_timeout=15.0, health_check_interval=30
+        )
         store = JobStore(redis)
         return cls(
             settings=settings,

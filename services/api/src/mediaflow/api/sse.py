@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from mediaflow.common.jobs import TERMINAL
+from mediaflow.common.jobs.model import TERMINAL
 
 from .auth import require_tenant_or_token
 from .problems import Problem, problem_responses
@@ -49,19 +49,29 @@ async def job_events(svc: Services, job_id: str, after: str) -> AsyncIterator[Se
         log.warning("event stream of %s interrupted: %s", job_id, exc)
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse,
-            responses={200: {"description": "text/event-stream of `state`, `progress` and `log` events",
-                             "content": {"text/event-stream": {}}},
-                       **problem_responses(401, 404, 422, 503)},
-            summary="Follow a job (SSE; Last-Event-ID replays; ?access_token= for EventSource)")
-async def stream_events(job_id: str, tenant: str = Depends(require_tenant_or_token),
-                        svc: Services = Depends(services),
-                        last_event_id: str | None = Header(None, description="resume after this event id"),
-                        after: str | None = Query(None, description="like Last-Event-ID, for clients that "
-                                                  "cannot set headers")) -> EventSourceResponse:
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "text/event-stream of `state`, `progress` and `log` events",
+            "content": {"text/event-stream": {}},
+        },
+        **problem_responses(401, 404, 422, 503),
+    },
+    summary="Follow a job (SSE; Last-Event-ID replays; ?access_token= for EventSource)",
+)
+async def stream_events(
+    job_id: str,
+    tenant: str = Depends(require_tenant_or_token),
+    svc: Services = Depends(services),
+    last_event_id: str | None = Header(None, description="resume after this event id"),
+    after: str | None = Query(None, description="like Last-Event-ID, for clients that cannot set headers"),
+) -> EventSourceResponse:
     resume = last_event_id or after or "0-0"
     if not STREAM_ID.match(resume):
-        raise Problem(422, "invalid_event_id",
-                      "Last-Event-ID must be an event id of this stream (e.g. 1700000000000-0)")
+        raise Problem(
+            422, "invalid_event_id", "Last-Event-ID must be an event id of this stream (e.g. 1700000000000-0)"
+        )
     await svc.store.get(job_id, tenant)  # 404 for a missing or another tenant's job, before streaming
     return EventSourceResponse(job_events(svc, job_id, resume), ping=svc.sse_ping, send_timeout=30)

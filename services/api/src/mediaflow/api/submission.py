@@ -13,43 +13,41 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mediaflow.common.errors import MediaflowError, NotFound
 from mediaflow.common.ids import new_job_id
-from mediaflow.common.jobs import Job, JobType, Media
+from mediaflow.common.jobs.model import Job, JobType, Media
+from mediaflow.common.jobs.queues import queue_for
+from mediaflow.common.jobs.webhooks import check_webhook_url
 from mediaflow.common.options import parse_options
-from mediaflow.common.queues import queue_for
+from mediaflow.common.options.media import MediaRef, media_ref
 from mediaflow.common.storage import allowed_path
-from mediaflow.common.webhooks import check_webhook_url
 
-from .inputs import check_input_shape, checked_url, media_input
+from .inputs import checked_url, media_input
 from .services import Services
 
 # Job types that work on one input media (compose names its media inside options.items).
 NEEDS_INPUT = frozenset({JobType.transcribe, JobType.caption, JobType.probe})
 
 
-class JobInput(BaseModel):
-    """Exactly one of these names the media."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    media_id: str | None = Field(None, description="an id from POST /v1/media")
-    path: str | None = Field(None, description="an absolute path under one of the server's allowed roots")
-    url: str | None = Field(None, description="an http(s) URL the worker downloads; it must point to a public "
-                                              "address or a host the operator allowed (422 url_not_allowed)")
-
-
 class JobRequest(BaseModel):
     """A job body (design.md "Job bodies"). `options` are validated per type."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"type": "transcribe", "input": {"media_id": "m_01j..."}, "options": {"language": "en"}},
-        {"type": "probe", "input": {"media_id": "m_01j..."}},
-    ]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"type": "transcribe", "input": {"media_id": "m_01j..."}, "options": {"language": "en"}},
+                {"type": "probe", "input": {"media_id": "m_01j..."}},
+            ]
+        },
+    )
 
     type: str = Field(description="transcribe | compose | caption | probe")
-    input: JobInput | None = None
+    input: MediaRef | None = None
     options: dict[str, Any] | None = None
-    webhook_url: str | None = Field(None, description="called (POST, signed per Standard Webhooks) when the job "
-                                                      "ends; 422 webhooks_disabled when the server has no secret")
+    webhook_url: str | None = Field(
+        None,
+        description="called (POST, signed per Standard Webhooks) when the job "
+        "ends; 422 webhooks_disabled when the server has no secret",
+    )
 
 
 class BatchRequest(BaseModel):
@@ -74,8 +72,9 @@ def parse_type(raw: Any) -> JobType:
         return JobType(raw)
     except ValueError:
         names = ", ".join(t.value for t in JobType)
-        raise MediaflowError(f"unknown job type {raw!r} (one of: {names})", code="unknown_job_type",
-                             status=422) from None
+        raise MediaflowError(
+            f"unknown job type {raw!r} (one of: {names})", code="unknown_job_type", status=422
+        ) from None
 
 
 async def _allowed_path(svc: Services, raw: str) -> str:
@@ -110,13 +109,15 @@ async def build_job(body: dict[str, Any], tenant: str, svc: Services, media: Med
         raise MediaflowError("options must be an object", code="invalid_options", status=422)
     options = parse_options(job_type, raw_options).model_dump(mode="json")
 
-    named = check_input_shape(body.get("input"))
+    named = media_ref(body.get("input"))
     resolved_input: dict[str, Any] = {}
     if named is None:
         if job_type in NEEDS_INPUT:
-            raise MediaflowError(f"a {job_type.value} job needs an input: {{\"media_id\": ...}}, {{\"path\": ...}} "
-                                 "or {\"url\": ...}",
-                                 code="input_required", status=422)
+            raise MediaflowError(
+                f'a {job_type.value} job needs an input: {{"media_id": ...}}, {{"path": ...}} or {{"url": ...}}',
+                code="input_required",
+                status=422,
+            )
     elif "media_id" in named:
         resolved_input = media_input(await media.get(named["media_id"]))
     elif "url" in named:
@@ -129,9 +130,16 @@ async def build_job(body: dict[str, Any], tenant: str, svc: Services, media: Med
     if body.get("webhook_url") is not None:
         webhook_url = await asyncio.to_thread(check_webhook_url, body["webhook_url"], svc.settings)
 
-    return Job(id=new_job_id(), type=job_type, queue=queue_for(job_type, options, svc.settings),
-               max_attempts=svc.settings.max_tries, options=options, input=resolved_input, tenant=tenant,
-               webhook_url=webhook_url)
+    return Job(
+        id=new_job_id(),
+        type=job_type,
+        queue=queue_for(job_type, options, svc.settings),
+        max_attempts=svc.settings.max_tries,
+        options=options,
+        input=resolved_input,
+        tenant=tenant,
+        webhook_url=webhook_url,
+    )
 
 
 def rejection(index: int, exc: Exception) -> dict[str, Any]:

@@ -119,8 +119,9 @@ async def receive_upload(request: Request, limit: int, temp_dir: Path | None) ->
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
-        raise Problem(415, "multipart_required",
-                      "upload the file as multipart/form-data (e.g. curl -F file=@video.mp4)")
+        raise Problem(
+            415, "multipart_required", "upload the file as multipart/form-data (e.g. curl -F file=@video.mp4)"
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + ENVELOPE_SLACK:
         raise too_large(limit)
@@ -152,8 +153,12 @@ async def receive_upload(request: Request, limit: int, temp_dir: Path | None) ->
                 parser.finalize()
         if collector.filename is None:
             raise Problem(422, "file_required", "the multipart body has no file part (use -F file=@path)")
-        return Upload(path=path, filename=safe_filename(collector.filename), content_type=collector.content_type,
-                      size=collector.size)
+        return Upload(
+            path=path,
+            filename=safe_filename(collector.filename),
+            content_type=collector.content_type,
+            size=collector.size,
+        )
     except BaseException:
         path.unlink(missing_ok=True)
         raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MediaflowError(Exception):
     """An expected failure: `code` is stable, `message` is for humans, `status` for HTTP."""
@@ -10,8 +12,15 @@ class MediaflowError(Exception):
     code = "bad_request"
     retryable = False
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
-                 retryable: bool | None = None, detail: dict | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        retryable: bool | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:

@@ -21,7 +21,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -97,8 +97,9 @@ def is_public(ip: IPAddress) -> bool:
             return is_public(ip.ipv4_mapped)
         if ip.sixtofour is not None and not is_public(ip.sixtofour):
             return False
-    return ip.is_global and not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-                                 or ip.is_reserved or ip.is_unspecified)
+    return ip.is_global and not (
+        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+    )
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,10 @@ class UrlPolicy:
     def check_syntax(self, url: Any) -> httpx.URL:
         """Feature on, a well-formed absolute http(s) URL with a host. No DNS."""
         if not self.enabled:
-            raise UrlInputsDisabled("URL inputs are disabled on this server (MEDIAFLOW_URL_INPUTS=false): upload "
-                                    "the media (POST /v1/media) or name a path under an allowed root")
+            raise UrlInputsDisabled(
+                "URL inputs are disabled on this server (MEDIAFLOW_URL_INPUTS=false): upload "
+                "the media (POST /v1/media) or name a path under an allowed root"
+            )
         if not isinstance(url, str) or not url.strip():
             raise InvalidUrl("the URL must be a non-empty string")
         try:
@@ -157,23 +160,26 @@ class UrlPolicy:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:
-            raise UrlFetchFailed(f"cannot resolve host {host!r}: {getattr(exc, 'strerror', None) or exc}",
-                                 retryable=True) from None
+            raise UrlFetchFailed(
+                f"cannot resolve host {host!r}: {getattr(exc, 'strerror', None) or exc}", retryable=True
+            ) from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if self.host_listed(host):
             return addresses
         for address in addresses:
             ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 scope id is not part of the address
             if not self.address_allowed(ip):
-                raise UrlNotAllowed(f"host {host!r} resolves to {ip}, which is not a public address; an operator "
-                                    "can allow it with MEDIAFLOW_URL_ALLOWED_HOSTS")
+                raise UrlNotAllowed(
+                    f"host {host!r} resolves to {ip}, which is not a public address; an operator "
+                    "can allow it with MEDIAFLOW_URL_ALLOWED_HOSTS"
+                )
         return addresses
 
     def check(self, url: Any) -> str:
         """The full check the gateway makes at submit: syntax, scheme, and where the host points."""
         parsed = self.check_syntax(url)
         self.resolve(parsed.raw_host.decode("ascii"), parsed.port or (443 if parsed.scheme == "https" else 80))
-        return url.strip()  # as given: re-encoding could break a signed URL
+        return str(url).strip()  # as given: re-encoding could break a signed URL
 
 
 def check_url(url: Any, settings: Settings) -> str:
@@ -187,8 +193,14 @@ class _CheckedBackend(httpcore.NetworkBackend):
     def __init__(self, policy: UrlPolicy) -> None:
         self.policy, self.inner = policy, httpcore.SyncBackend()
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Any = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
         failure: Exception | None = None
         for address in self.policy.resolve(host, port):
             try:
@@ -197,28 +209,95 @@ class _CheckedBackend(httpcore.NetworkBackend):
                 failure = exc
         raise failure or httpcore.ConnectError(f"no address for {host}")
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Any = None) -> httpcore.NetworkStream:
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
         raise UrlNotAllowed("unix sockets are never fetched")
 
     def sleep(self, seconds: float) -> None:
         self.inner.sleep(seconds)
 
 
-class _CheckedTransport(httpx.HTTPTransport):
+# httpcore's errors as httpx's (the same names), so callers catch httpx's as with any client.
+_HTTPX_ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except tuple(theirs for theirs, _ in _HTTPX_ERRORS) as exc:
+        kind = next(ours for theirs, ours in _HTTPX_ERRORS if isinstance(exc, theirs))
+        raise kind(str(exc)) from exc
+
+
+class _Body(httpx.SyncByteStream):
+    def __init__(self, stream: Iterable[bytes]) -> None:
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _as_httpx_errors():
+            yield from self.stream
+
+    def close(self) -> None:
+        if hasattr(self.stream, "close"):
+            self.stream.close()
+
+
+class _CheckedTransport(httpx.BaseTransport):
+    """httpx over an httpcore pool whose connections all go through the policy. httpx's own transport
+    takes no network backend, so this one speaks httpcore's public API directly."""
+
     def __init__(self, policy: UrlPolicy) -> None:
-        super().__init__(trust_env=False)
-        # httpx has no public hook for the network backend: swap in a pool built the same way, with ours.
-        self._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(), max_connections=4,
-                                             network_backend=_CheckedBackend(policy))
+        self.pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(), max_connections=4, network_backend=_CheckedBackend(policy)
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = httpcore.URL(
+            scheme=request.url.raw_scheme, host=request.url.raw_host, port=request.url.port, target=request.url.raw_path
+        )
+        assert isinstance(request.stream, Iterable)
+        core = httpcore.Request(
+            method=request.method,
+            url=url,
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _as_httpx_errors():
+            response = self.pool.handle_request(core)
+        assert isinstance(response.stream, Iterable)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=_Body(response.stream),
+            extensions=response.extensions,
+        )
+
+    def close(self) -> None:
+        self.pool.close()
 
 
 def checked_client(settings: Settings, timeout: float) -> httpx.Client:
     """An HTTP client whose every connection goes through the URL policy (for outgoing calls such as
     webhooks: allowed whether or not URL inputs are), with no redirects and no proxy variables."""
     policy = dataclasses.replace(UrlPolicy.from_settings(settings), enabled=True)
-    return httpx.Client(transport=_CheckedTransport(policy), timeout=timeout, follow_redirects=False,
-                        trust_env=False)
+    return httpx.Client(transport=_CheckedTransport(policy), timeout=timeout, follow_redirects=False, trust_env=False)
 
 
 @dataclass
@@ -232,8 +311,9 @@ class Fetched:
 Progress = Callable[[int, int | None], None]
 
 
-def fetch_url(url: str, dest: Path, settings: Settings, *, progress: Progress | None = None,
-              cancel: threading.Event | None = None) -> Fetched:
+def fetch_url(
+    url: str, dest: Path, settings: Settings, *, progress: Progress | None = None, cancel: threading.Event | None = None
+) -> Fetched:
     """Download `url` into `dest` (blocking), within the policy and the limits of `settings`:
     `max_upload_bytes`, connect/read timeouts, a total time, `url_max_redirects`. On any failure `dest`
     is removed. `progress(bytes_so_far, total_or_None)` is called per chunk and may raise to stop;
@@ -244,8 +324,13 @@ def fetch_url(url: str, dest: Path, settings: Settings, *, progress: Progress | 
     deadline = time.monotonic() + settings.url_fetch_timeout
     headers = {"User-Agent": "mediaflow", "Accept-Encoding": "identity"}
     try:
-        with httpx.Client(transport=_CheckedTransport(policy), timeout=timeout, headers=headers,
-                          follow_redirects=False, trust_env=False) as client:
+        with httpx.Client(
+            transport=_CheckedTransport(policy),
+            timeout=timeout,
+            headers=headers,
+            follow_redirects=False,
+            trust_env=False,
+        ) as client:
             request = client.build_request("GET", target)
             for _hop in range(settings.url_max_redirects + 1):
                 response = client.send(request, stream=True)
@@ -266,13 +351,22 @@ def fetch_url(url: str, dest: Path, settings: Settings, *, progress: Progress | 
         raise UrlFetchFailed(f"{redacted(url)}: {type(exc).__name__}: {exc}", retryable=True) from None
 
 
-def _save(response: httpx.Response, dest: Path, limit: int, deadline: float, progress: Progress | None,
-          cancel: threading.Event | None) -> Fetched:
+def _save(
+    response: httpx.Response,
+    dest: Path,
+    limit: int,
+    deadline: float,
+    progress: Progress | None,
+    cancel: threading.Event | None,
+) -> Fetched:
     where = redacted(response.url)
     if not response.is_success:
         retry = response.status_code >= 500 or response.status_code in (408, 429)
-        raise UrlFetchFailed(f"{where}: the server answered {response.status_code} {response.reason_phrase}",
-                             retryable=retry, detail={"http_status": response.status_code})
+        raise UrlFetchFailed(
+            f"{where}: the server answered {response.status_code} {response.reason_phrase}",
+            retryable=retry,
+            detail={"http_status": response.status_code},
+        )
     declared = response.headers.get("content-length", "")
     total = int(declared) if declared.isdigit() else None
     if total is not None and total > limit:
@@ -298,13 +392,15 @@ def _save(response: httpx.Response, dest: Path, limit: int, deadline: float, pro
     return Fetched(dest, size, content_type or guess_content_type(str(response.url)), where)
 
 
-async def fetch_url_async(url: str, dest: Path, settings: Settings, *, progress: Progress | None = None,
-                          cancel: threading.Event | None = None) -> Fetched:
+async def fetch_url_async(
+    url: str, dest: Path, settings: Settings, *, progress: Progress | None = None, cancel: threading.Event | None = None
+) -> Fetched:
     """`fetch_url` in a thread. If the awaiting task is cancelled, the download is told to stop and
     awaited, so no thread keeps writing into a directory that is being removed."""
     cancel = cancel or threading.Event()
     future = asyncio.get_running_loop().run_in_executor(
-        None, lambda: fetch_url(url, dest, settings, progress=progress, cancel=cancel))
+        None, lambda: fetch_url(url, dest, settings, progress=progress, cancel=cancel)
+    )
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:

@@ -16,14 +16,17 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_serv
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # synchronous transcription sends small media inline
 
 
-async def start_server(port: int, services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
-                       host: str = "[::]") -> tuple[grpc.aio.Server, int]:
+async def start_server(
+    port: int, services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]], host: str = "[::]"
+) -> tuple[grpc.aio.Server, int]:
     """Start a grpc.aio server on `port` (0 = any free port). `services` holds
     (add_XServicer_to_server, servicer, full service name). Returns (server, bound port)."""
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor()],
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+        interceptors=[aio_server_interceptor()],  # type: ignore[no-untyped-call]  # OpenTelemetry ships no hints
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -43,7 +46,9 @@ async def start_server(port: int, services: list[tuple[Callable[[Any, grpc.aio.S
 def channel(target: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         target,
-        interceptors=aio_client_interceptors(),
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+        interceptors=aio_client_interceptors(),  # type: ignore[no-untyped-call]  # OpenTelemetry ships no hints
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
     )

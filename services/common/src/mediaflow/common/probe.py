@@ -24,12 +24,15 @@ def probe_file(path: Path | str) -> dict[str, Any]:
             kind = s.type
             if kind not in ("video", "audio", "subtitle"):
                 continue
-            info: dict[str, Any] = {"index": s.index, "kind": kind,
-                                    "codec": s.codec_context.name if s.codec_context else ""}
+            info: dict[str, Any] = {
+                "index": s.index,
+                "kind": kind,
+                "codec": s.codec_context.name if s.codec_context else "",
+            }
             if s.duration is not None and s.time_base is not None:
                 info["duration"] = float(s.duration * s.time_base)
+            cc: Any = s.codec_context  # its kind's codec context (av types it as the base class)
             if kind == "video":
-                cc = s.codec_context
                 info["width"], info["height"] = cc.width, cc.height
                 rate = s.average_rate or s.guessed_rate
                 info["fps"] = float(rate) if rate else 0.0
@@ -38,14 +41,16 @@ def probe_file(path: Path | str) -> dict[str, Any]:
                 info["display_aspect_ratio"] = f"{dar.numerator}:{dar.denominator}" if dar else ""
                 info["sample_aspect_ratio"] = f"{sar.numerator}:{sar.denominator}"
             elif kind == "audio":
-                cc = s.codec_context
                 info["sample_rate"], info["channels"] = cc.sample_rate, cc.channels
                 info["channel_layout"] = cc.layout.name if cc.layout else ""
             streams.append(info)
         if not streams:
             raise MediaError("the file has no audio or video stream", code="unsupported_media", status=415)
-        duration = float(container.duration / av.time_base) if container.duration else max(
-            (s.get("duration", 0.0) for s in streams), default=0.0)
+        duration = (
+            float(container.duration / av.time_base)
+            if container.duration
+            else max((s.get("duration", 0.0) for s in streams), default=0.0)
+        )
         return {
             "duration": duration,
             "format": container.format.name,

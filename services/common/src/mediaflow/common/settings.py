@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -17,7 +17,7 @@ def hash_key(api_key: str) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MEDIAFLOW_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="MEDIAFLOW_", extra="ignore", populate_by_name=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     storage_url: str = "file://./data/storage"
@@ -78,6 +78,26 @@ class Settings(BaseSettings):
     ffmpeg: str = "ffmpeg"
 
     grpc_deadline: float = 30.0
+
+    # processes
+    log_level: str = "INFO"
+    host: str = "127.0.0.1"  # the gateway's bind address (mediaflow-api)
+    port: int = 8000
+    api_workers: int = 1
+    cpu_threads: int = 0  # CPU inference threads; 0 = one per core
+    vad: Literal["silero", "pyannote"] = "silero"  # transcriber speech detection (docs/transcriber.md)
+    transcribe_window: float = 300.0  # seconds of audio decoded, then handed on, at a time
+
+    # the CLI, as a client of a running server (`mediaflow ...`)
+    url: str = ""  # a server; unset = an embedded stack for the command
+    api_key: str = ""
+    data_dir: Path | None = None  # `mediaflow up`'s data; default $XDG_DATA_HOME/mediaflow
+
+    # standard variables of other tools, read here so that nothing else reads the environment
+    otel_service_name: str = Field("", validation_alias="OTEL_SERVICE_NAME")
+    otel_exporter_otlp_endpoint: str = Field("", validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    nvidia_driver_capabilities: str = Field("", validation_alias="NVIDIA_DRIVER_CAPABILITIES")
+    xdg_data_home: Path | None = Field(None, validation_alias="XDG_DATA_HOME")
 
     @field_validator("api_keys", "api_key_hashes", mode="before")
     @classmethod

@@ -141,7 +141,7 @@ class S3Storage:
     @contextlib.contextmanager
     def writer(self, key: str) -> Iterator[IO[bytes]]:
         with tempfile.NamedTemporaryFile(prefix="mediaflow-") as fh:
-            yield fh  # type: ignore[misc]
+            yield fh
             fh.flush()
             self.put_file(key, Path(fh.name))
 
@@ -168,7 +168,8 @@ class S3Storage:
 
     def open(self, key: str) -> IO[bytes]:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            body: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            return body
         except self.client.exceptions.NoSuchKey:
             raise NotFound(f"object {key} does not exist", code="object_not_found") from None
 

@@ -1,4 +1,6 @@
-"""Tracing, set up once per process. OTLP export only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+"""Tracing, set up once per process. OTLP export only when OTEL_EXPORTER_OTLP_ENDPOINT is set; the
+exporter and the resource read the other standard OTEL_* variables themselves (OTEL_SERVICE_NAME wins
+over the default name a service passes).
 
 The submitting request's W3C `traceparent` is stored on the job; the worker's job span is a CONSUMER
 span (messaging semantic conventions) *linked* to it, and every stage is a child span.
@@ -7,20 +9,23 @@ span (messaging semantic conventions) *linked* to it, and every stage is a child
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 from opentelemetry import context, trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, SpanKind
+
+from .settings import Settings
 
 _configured = False
 
 
-def setup_tracing(service_name: str, processor: SpanProcessor | None = None) -> TracerProvider | None:
+def setup_tracing(
+    service_name: str, settings: Settings, processor: SpanProcessor | None = None
+) -> TracerProvider | None:
     """Install a tracer provider. `processor` is for tests (an in-memory exporter)."""
     global _configured
     if _configured:
@@ -28,9 +33,11 @@ def setup_tracing(service_name: str, processor: SpanProcessor | None = None) -> 
         if processor is not None and isinstance(provider, TracerProvider):
             provider.add_span_processor(processor)
         return provider if isinstance(provider, TracerProvider) else None
-    if processor is None and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    if processor is None and not settings.otel_exporter_otlp_endpoint:
         return None  # no exporter configured: keep the no-op provider, zero overhead
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    # Resource.create reads OTEL_SERVICE_NAME itself; a name passed here would override it.
+    attributes = {} if settings.otel_service_name else {"service.name": service_name}
+    provider = TracerProvider(resource=Resource.create(attributes))
     if processor is not None:
         provider.add_span_processor(processor)
     else:
@@ -58,15 +65,18 @@ def send_span(queue: str, job_id: str) -> Iterator[str | None]:
     with tracer().start_as_current_span(
         f"send {queue}",
         kind=SpanKind.PRODUCER,
-        attributes={"messaging.system": "arq", "messaging.operation.type": "send",
-                    "messaging.destination.name": queue, "messaging.message.id": job_id},
+        attributes={
+            "messaging.system": "arq",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": queue,
+            "messaging.message.id": job_id,
+        },
     ):
         yield current_traceparent()
 
 
 @contextlib.contextmanager
-def job_span(job_id: str, job_type: str, queue: str, traceparent: str | None,
-             attempt: int) -> Iterator[trace.Span]:
+def job_span(job_id: str, job_type: str, queue: str, traceparent: str | None, attempt: int) -> Iterator[trace.Span]:
     """The CONSUMER span of one job attempt: a child of the submitting request's `send` span (so
     submit -> finish is one trace) and linked to it, as the messaging conventions ask."""
     parent = extract({"traceparent": traceparent}) if traceparent else context.Context()

@@ -8,7 +8,6 @@ container sees the encoder only with NVIDIA_DRIVER_CAPABILITIES including `video
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 from dataclasses import dataclass
 
@@ -47,12 +46,31 @@ def video_args(encoder: str, height: int, quality: str, fps: int) -> dict[str, o
     gop = fps * 2  # a keyframe every 2 s: seekable output, segment-friendly
     if encoder == "h264_nvenc":
         bufsize = f"{int(peak[:-1]) * 2}M"
-        return {"c:v": "h264_nvenc", "preset": NVENC_PRESET[quality], "tune": "hq", "rc": "vbr",
-                "b:v": target, "maxrate": peak, "bufsize": bufsize, "profile:v": "high",
-                "g": gop, "bf": 2, "spatial-aq": 1, "pix_fmt": "yuv420p"}
+        return {
+            "c:v": "h264_nvenc",
+            "preset": NVENC_PRESET[quality],
+            "tune": "hq",
+            "rc": "vbr",
+            "b:v": target,
+            "maxrate": peak,
+            "bufsize": bufsize,
+            "profile:v": "high",
+            "g": gop,
+            "bf": 2,
+            "spatial-aq": 1,
+            "pix_fmt": "yuv420p",
+        }
     preset, crf = X264_QUALITY[quality]
-    return {"c:v": "libx264", "preset": preset, "crf": crf, "maxrate": peak,
-            "bufsize": f"{int(peak[:-1]) * 2}M", "profile:v": "high", "g": gop, "pix_fmt": "yuv420p"}
+    return {
+        "c:v": "libx264",
+        "preset": preset,
+        "crf": crf,
+        "maxrate": peak,
+        "bufsize": f"{int(peak[:-1]) * 2}M",
+        "profile:v": "high",
+        "g": gop,
+        "pix_fmt": "yuv420p",
+    }
 
 
 def output_args(encoder: str, height: int, quality: str, fps: int) -> dict[str, object]:
@@ -60,16 +78,32 @@ def output_args(encoder: str, height: int, quality: str, fps: int) -> dict[str, 
 
 
 def nvenc_test_command(ffmpeg: str = "ffmpeg") -> list[str]:
-    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
-            "color=c=black:s=256x144:r=30:d=0.1", "-frames:v", "1", "-c:v", "h264_nvenc", "-f", "null", "-"]
+    return [
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=black:s=256x144:r=30:d=0.1",
+        "-frames:v",
+        "1",
+        "-c:v",
+        "h264_nvenc",
+        "-f",
+        "null",
+        "-",
+    ]
 
 
-def detect_encoder(ffmpeg: str = "ffmpeg", timeout: float = 15.0) -> EncoderChoice:
-    """What `auto` resolves to on this machine, and why (run once at worker start)."""
-    caps = os.environ.get("NVIDIA_DRIVER_CAPABILITIES", "")
+def detect_encoder(ffmpeg: str = "ffmpeg", timeout: float = 15.0, driver_capabilities: str = "") -> EncoderChoice:
+    """What `auto` resolves to on this machine, and why (run once at worker start).
+    `driver_capabilities` is NVIDIA_DRIVER_CAPABILITIES (Settings), named in the reason."""
+    caps = driver_capabilities
     try:
-        proc = subprocess.run(nvenc_test_command(ffmpeg), capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        proc = subprocess.run(nvenc_test_command(ffmpeg), capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return EncoderChoice("libx264", f"one-frame NVENC test encode did not run: {exc}")
     if proc.returncode == 0:
@@ -88,7 +122,8 @@ def choose(requested: str, detected: EncoderChoice) -> EncoderChoice:
         return EncoderChoice("libx264", "requested x264")
     if requested == "nvenc":
         if not detected.nvenc:
-            raise MediaflowError(f"NVENC requested but unavailable on this worker: {detected.reason}",
-                                 code="encoder_unavailable")
+            raise MediaflowError(
+                f"NVENC requested but unavailable on this worker: {detected.reason}", code="encoder_unavailable"
+            )
         return EncoderChoice("h264_nvenc", "requested nvenc; " + detected.reason)
     return EncoderChoice(detected.name, "auto: " + detected.reason)

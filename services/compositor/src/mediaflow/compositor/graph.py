@@ -57,8 +57,7 @@ def fit_expressions(width: int, height: int) -> tuple[str, str]:
     and with the sample aspect ratio applied (iw*sar = display width)."""
     dar = "iw*sar/ih"
     wider = f"gte({dar},{width}/{height})"
-    return (f"if({wider},{width},2*trunc({height}*{dar}/2))",
-            f"if({wider},2*trunc({width}/({dar})/2),{height})")
+    return (f"if({wider},{width},2*trunc({height}*{dar}/2))", f"if({wider},2*trunc({width}/({dar})/2),{height})")
 
 
 @dataclass
@@ -100,18 +99,18 @@ def _video(plan: Plan, p: PlannedItem, workdir: Path, new_input: _Inputs) -> tup
     else:
         inp = new_input(str(src.path), ss=f"{p.start:.6f}", t=f"{p.duration:.6f}")
     w, h = fit_expressions(W, H)
-    v = (inp.video
-         .filter("fps", fps=fps)
-         .filter("scale", w, h, flags="bicubic")
-         .filter("setsar", 1)
-         .filter("pad", W, H, "(ow-iw)/2", "(oh-ih)/2", color="black")
-         .filter("format", "yuv420p")
-         .filter("trim", duration=f"{p.duration:.6f}")
-         .filter("setpts", "PTS-STARTPTS"))
+    v = (
+        inp.video.filter("fps", fps=fps)
+        .filter("scale", w, h, flags="bicubic")
+        .filter("setsar", 1)
+        .filter("pad", W, H, "(ow-iw)/2", "(oh-ih)/2", color="black")
+        .filter("format", "yuv420p")
+        .filter("trim", duration=f"{p.duration:.6f}")
+        .filter("setpts", "PTS-STARTPTS")
+    )
     if p.logo is not None and p.item.logo is not None:
         # Trimmed again: a logo cut from a video longer than the item would otherwise extend it.
-        v = (_overlay_logo(v, new_input(str(p.logo.path)), p.item.logo, W)
-             .filter("trim", duration=f"{p.duration:.6f}"))
+        v = _overlay_logo(v, new_input(str(p.logo.path)), p.item.logo, W).filter("trim", duration=f"{p.duration:.6f}")
     if p.item.text is not None:
         ass = write(workdir / f"title-{p.index}.ass", title_ass(p.item.text, W, H, p.duration))
         v = v.filter("ass", _safe_path(ass))
@@ -119,11 +118,13 @@ def _video(plan: Plan, p: PlannedItem, workdir: Path, new_input: _Inputs) -> tup
         a = inp.audio
     else:
         a = new_input("anullsrc=r=48000:cl=stereo", f="lavfi", t=f"{p.duration:.6f}").audio
-    a = (a.filter("aresample", osr=48000, ochl="stereo", rematrix_maxval=1.0)
-         .filter("aformat", sample_fmts="fltp", sample_rates=48000, channel_layouts="stereo")
-         .filter("apad")
-         .filter("atrim", duration=f"{p.duration:.6f}")
-         .filter("asetpts", "PTS-STARTPTS"))
+    a = (
+        a.filter("aresample", osr=48000, ochl="stereo", rematrix_maxval=1.0)
+        .filter("aformat", sample_fmts="fltp", sample_rates=48000, channel_layouts="stereo")
+        .filter("apad")
+        .filter("atrim", duration=f"{p.duration:.6f}")
+        .filter("asetpts", "PTS-STARTPTS")
+    )
     return v, a
 
 
@@ -151,16 +152,24 @@ def _join(plan: Plan, streams: list[tuple[Any, Any]], durations: list[float]) ->
     length = durations[0]
     for (nv, na), d in zip(streams[1:], durations[1:], strict=True):
         # The next item starts `fade` seconds before the current end of the timeline.
-        v = ffmpeg.filter([v, nv], "xfade", transition="fade", duration=f"{fade:.6f}",
-                          offset=f"{length - fade:.6f}")
+        v = ffmpeg.filter([v, nv], "xfade", transition="fade", duration=f"{fade:.6f}", offset=f"{length - fade:.6f}")
         a = ffmpeg.filter([a, na], "acrossfade", d=f"{fade:.6f}", c1="tri", c2="tri")
         length += d - fade
     return v, a
 
 
-def build_graph(plan: Plan, out: Path, workdir: Path, output_kwargs: dict[str, Any], *,
-                burn: Path | None = None, soft: Path | None = None, loudnorm: bool = False,
-                style: Any = None, threads: int = 0) -> Graph:
+def build_graph(
+    plan: Plan,
+    out: Path,
+    workdir: Path,
+    output_kwargs: dict[str, Any],
+    *,
+    burn: Path | None = None,
+    soft: Path | None = None,
+    loudnorm: bool = False,
+    style: Any = None,
+    threads: int = 0,
+) -> Graph:
     """The whole render as one ffmpeg command."""
     new_input = _Inputs()
     pairs = [_video(plan, p, workdir, new_input) for p in plan.items]

@@ -1,4 +1,5 @@
-"""Job handlers of the compositor pool: probe, compose, caption (the pipeline parent)."""
+"""Job handlers of the compositor pool: probe and compose (the caption parent's handler is the caption
+workflow's, mediaflow.common.workflows.caption.run_caption)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mediaflow.common import pipeline
-from mediaflow.common.context import JobCancelled, JobContext
 from mediaflow.common.errors import InvalidInput, MediaflowError, NotFound
-from mediaflow.common.jobs import JobState, JobType
+from mediaflow.common.jobs import keys
+from mediaflow.common.jobs.model import JobState, JobType
 from mediaflow.common.options import parse_options
 from mediaflow.common.options.compose import CaptionsIn, ComposeOptions
 from mediaflow.common.probe import probe_file
-from mediaflow.common.settings import Settings
+from mediaflow.common.runtime.context import JobCancelled, JobContext
+from mediaflow.common.settings import Settings, get_settings
 
 from . import encoders
 from .config import get_config
@@ -41,14 +42,17 @@ class Runtime:
 @lru_cache(maxsize=4)
 def runtime(ffmpeg: str = "ffmpeg") -> Runtime:
     try:
-        version = subprocess.run([ffmpeg, "-hide_banner", "-version"], capture_output=True, text=True,
-                                 timeout=10, check=False).stdout.split("\n", 1)[0]
-        filters = subprocess.run([ffmpeg, "-hide_banner", "-filters"], capture_output=True, text=True,
-                                 timeout=10, check=False).stdout
+        version = subprocess.run(
+            [ffmpeg, "-hide_banner", "-version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.split("\n", 1)[0]
+        filters = subprocess.run(
+            [ffmpeg, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise MediaflowError(f"ffmpeg is not usable: {exc}", code="ffmpeg_missing") from None
     libass = any(line.split()[1:2] == ["subtitles"] for line in filters.splitlines() if line.strip())
-    return Runtime(encoders.detect_encoder(ffmpeg, get_config().nvenc_test_timeout), version, libass)
+    choice = encoders.detect_encoder(ffmpeg, get_config().nvenc_test_timeout, get_settings().nvidia_driver_capabilities)
+    return Runtime(choice, version, libass)
 
 
 async def probe(ctx: JobContext) -> dict[str, Any]:
@@ -73,26 +77,31 @@ async def _fetch_captions(ctx: JobContext, spec: CaptionsIn, workdir: Path) -> t
     except NotFound:
         raise InvalidInput(f"captions.job_id {spec.job_id} does not exist", code="captions_not_found") from None
     if source.type != JobType.transcribe or source.state != JobState.succeeded:
-        raise InvalidInput(f"captions.job_id {spec.job_id} is a {source.type.value} job that is "
-                           f"{source.state.value}; a succeeded transcribe job is needed", code="captions_not_ready")
+        raise InvalidInput(
+            f"captions.job_id {spec.job_id} is a {source.type.value} job that is "
+            f"{source.state.value}; a succeeded transcribe job is needed",
+            code="captions_not_ready",
+        )
     names = {a.name for a in source.artifacts}
 
     def pick(order: list[str]) -> str | None:
         return next((n for n in order if n in names), None)
 
-    burn_name = pick({"auto": ["captions.ass", "captions.srt"], "ass": ["captions.ass"],
-                      "srt": ["captions.srt"]}[spec.format])
+    burn_name = pick(
+        {"auto": ["captions.ass", "captions.srt"], "ass": ["captions.ass"], "srt": ["captions.srt"]}[spec.format]
+    )
     soft_name = pick(["captions.srt", "captions.ass"])
     if (spec.mode != "soft" and burn_name is None) or (spec.mode != "burn" and soft_name is None):
-        raise InvalidInput(f"transcribe job {spec.job_id} has no caption file for mode {spec.mode!r}",
-                           code="captions_missing")
+        raise InvalidInput(
+            f"transcribe job {spec.job_id} has no caption file for mode {spec.mode!r}", code="captions_missing"
+        )
     wanted = (burn_name if spec.mode != "soft" else None, soft_name if spec.mode != "burn" else None)
 
     def copy(name: str | None) -> Path | None:
         if name is None:
             return None
         dest = workdir / ("captions" + Path(name).suffix)
-        with ctx.storage.open(f"jobs/{source.id}/{name}") as src, open(dest, "wb") as out:
+        with ctx.storage.open(keys.artifact(source.id, name)) as src, open(dest, "wb") as out:
             shutil.copyfileobj(src, out)
         return dest
 
@@ -130,15 +139,24 @@ async def compose(ctx: JobContext) -> dict[str, Any]:
                 await ctx.progress(0.02 + 0.96 * fraction, "render", message)
                 ctx.check_cancelled()  # cancel seen by the progress write: stop ffmpeg now
 
-            request = RenderRequest(plan, out, workdir, encoders.output_args(choice.name, H, options.output.quality,
-                                                                             plan.fps),
-                                    config, settings.ffmpeg, burn=burn, soft=soft,
-                                    style=options.captions.style if options.captions else None,
-                                    language=options.captions.language if options.captions else "und",
-                                    log=log, on_progress=on_progress)
+            request = RenderRequest(
+                plan,
+                out,
+                workdir,
+                encoders.output_args(choice.name, H, options.output.quality, plan.fps),
+                config,
+                settings.ffmpeg,
+                burn=burn,
+                soft=soft,
+                style=options.captions.style if options.captions else None,
+                language=options.captions.language if options.captions else "und",
+                log=log,
+                on_progress=on_progress,
+            )
             with ctx.stage("render"):
-                await ctx.progress(0.02, "render", f"{len(plan.items)} items, {plan.total_duration:.2f} s, "
-                                                   f"{choice.name}", force=True)
+                await ctx.progress(
+                    0.02, "render", f"{len(plan.items)} items, {plan.total_duration:.2f} s, {choice.name}", force=True
+                )
                 strategy = await render(request)
             info = await asyncio.to_thread(probe_file, out)
             with ctx.stage("upload"):
@@ -153,29 +171,16 @@ async def compose(ctx: JobContext) -> dict[str, Any]:
                     await ctx.write_artifact("ffmpeg.log", log.text().encode(), "text/plain; charset=utf-8")
             raise
     video = next((s for s in info["streams"] if s["kind"] == "video"), {})
-    return {"encoder": choice.name, "encoder_reason": choice.reason, "duration": info["duration"],
-            "expected_duration": round(plan.total_duration, 6), "width": video.get("width", W),
-            "height": video.get("height", H), "fps": plan.fps, "items": len(plan.items),
-            "captions": options.captions.mode if options.captions else None,
-            "render_seconds": round(time.monotonic() - started, 3), **strategy}
-
-
-async def caption(ctx: JobContext) -> dict[str, Any]:
-    """The caption parent: enqueue transcription and return at once (DETACHED). The worker hook
-    (common/pipeline.py) enqueues the compose step and finishes this job, so no slot waits."""
-    parse_options(JobType.caption, ctx.job.options)
-    if ctx.job.children:  # a retried parent starts over with fresh children
-        ctx.job.children = []
-
-        def reset(job: Any) -> list[tuple[str, dict[str, Any]]]:
-            job.children = []
-            return []
-
-        await ctx.store.update(ctx.job.id, reset)
-    if ctx.job.input.get("url"):
-        with ctx.stage("fetch"):
-            await pipeline.fetch_url_input(ctx)  # fetched once here, into storage; the steps read that copy
-    await ctx.progress(0.0, "transcribe", "transcription queued", force=True)
-    child = await pipeline.start_caption(ctx.job, ctx.store)
-    await ctx.log(f"transcribe step {child.id} queued")
-    return pipeline.DETACHED
+    return {
+        "encoder": choice.name,
+        "encoder_reason": choice.reason,
+        "duration": info["duration"],
+        "expected_duration": round(plan.total_duration, 6),
+        "width": video.get("width", W),
+        "height": video.get("height", H),
+        "fps": plan.fps,
+        "items": len(plan.items),
+        "captions": options.captions.mode if options.captions else None,
+        "render_seconds": round(time.monotonic() - started, 3),
+        **strategy,
+    }

@@ -7,16 +7,18 @@ import asyncio
 import logging
 from typing import Any
 
-from mediaflow.common.jobs import JobType
-from mediaflow.common.queues import COMPOSE_HEAVY_QUEUE, COMPOSE_QUEUE
+from mediaflow.common.jobs.keys import COMPOSE_HEAVY_QUEUE, COMPOSE_QUEUE
+from mediaflow.common.jobs.model import JobType
+from mediaflow.common.runtime.bootstrap import run_worker
 from mediaflow.common.settings import Settings, get_settings
-from mediaflow.common.worker import run_worker
+from mediaflow.common.workflows import WORKFLOWS
+from mediaflow.common.workflows.caption import run_caption
 
 from . import grpc_server, jobs
 
 log = logging.getLogger("mediaflow.compositor")
 
-HANDLERS = {JobType.probe: jobs.probe, JobType.compose: jobs.compose, JobType.caption: jobs.caption}
+HANDLERS = {JobType.probe: jobs.probe, JobType.compose: jobs.compose, JobType.caption: run_caption}
 
 
 def lifecycle(settings: Settings, grpc_port: int | None = None):
@@ -43,15 +45,28 @@ def lifecycle(settings: Settings, grpc_port: int | None = None):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="mediaflow-compositor")
-    parser.add_argument("--queue", default="compose", choices=["compose", "compose-heavy"],
-                        help="which pool this worker serves")
-    parser.add_argument("--grpc-port", type=int, default=None,
-                        help="gRPC port (default MEDIAFLOW_COMPOSITOR_GRPC_PORT; -1 = no gRPC server)")
+    parser.add_argument(
+        "--queue", default="compose", choices=["compose", "compose-heavy"], help="which pool this worker serves"
+    )
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="gRPC port (default MEDIAFLOW_COMPOSITOR_GRPC_PORT; -1 = no gRPC server)",
+    )
     args = parser.parse_args(argv)
     queue = COMPOSE_HEAVY_QUEUE if args.queue == "compose-heavy" else COMPOSE_QUEUE
     settings = get_settings()
     on_startup, on_shutdown = lifecycle(settings, args.grpc_port)
-    run_worker(queue, HANDLERS, settings, "mediaflow-compositor", on_startup=on_startup, on_shutdown=on_shutdown)
+    run_worker(
+        queue,
+        HANDLERS,
+        settings,
+        "mediaflow-compositor",
+        workflows=WORKFLOWS,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
 
 
 if __name__ == "__main__":

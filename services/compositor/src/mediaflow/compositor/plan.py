@@ -13,11 +13,11 @@ from typing import Any
 
 from mediaflow.common.errors import InvalidInput, MediaError, NotFound
 from mediaflow.common.fetch import fetch_url_async, url_suffix
+from mediaflow.common.jobs.store import JobStore
 from mediaflow.common.options.compose import ComposeOptions, Logo, TimelineItem
 from mediaflow.common.probe import probe_file
 from mediaflow.common.settings import Settings
 from mediaflow.common.storage import FileStorage, Storage
-from mediaflow.common.store import JobStore
 
 from .config import CompositorConfig
 
@@ -47,8 +47,9 @@ class Source:
         if v is None:
             return False
         fmt = str(self.info.get("format", ""))
-        return v.get("codec") in IMAGE_CODECS and (fmt.endswith("_pipe") or fmt == "image2"
-                                                    or not self.info.get("duration"))
+        return v.get("codec") in IMAGE_CODECS and (
+            fmt.endswith("_pipe") or fmt == "image2" or not self.info.get("duration")
+        )
 
     @property
     def duration(self) -> float:
@@ -147,8 +148,9 @@ class MediaResolver:
         return dest
 
 
-async def build_plan(options: ComposeOptions, resolver: MediaResolver, config: CompositorConfig,
-                     captions: Path | None = None) -> Plan:
+async def build_plan(
+    options: ComposeOptions, resolver: MediaResolver, config: CompositorConfig, captions: Path | None = None
+) -> Plan:
     """Resolve and probe every distinct input concurrently, then check the timeline against them."""
     refs: list[tuple[str, str]] = []
     for item in options.items:
@@ -184,8 +186,10 @@ async def build_plan(options: ComposeOptions, resolver: MediaResolver, config: C
     if options.crossfade > 0 and len(planned) > 1:
         for p in planned:
             if p.duration <= options.crossfade:
-                raise InvalidInput(f"items.{p.index}: {p.duration:.3f} s is not longer than the crossfade "
-                                   f"({options.crossfade} s)", code="crossfade_too_long")
+                raise InvalidInput(
+                    f"items.{p.index}: {p.duration:.3f} s is not longer than the crossfade ({options.crossfade} s)",
+                    code="crossfade_too_long",
+                )
     return plan
 
 
@@ -194,8 +198,11 @@ def _check_picture(source: Source, where: str, config: CompositorConfig) -> None
     if v is None:
         raise MediaError(f"{where}: the media has no picture (audio only)", code="no_video_stream")
     if min(int(v.get("width") or 0), int(v.get("height") or 0)) < config.min_image_size:
-        raise MediaError(f"{where}: picture is {v.get('width')}×{v.get('height')}; at least "
-                         f"{config.min_image_size}×{config.min_image_size} pixels needed", code="image_too_small")
+        raise MediaError(
+            f"{where}: picture is {v.get('width')}×{v.get('height')}; at least "
+            f"{config.min_image_size}×{config.min_image_size} pixels needed",
+            code="image_too_small",
+        )
 
 
 def _plan_item(index: int, item: TimelineItem, source: Source, config: CompositorConfig) -> PlannedItem:
@@ -210,11 +217,11 @@ def _plan_item(index: int, item: TimelineItem, source: Source, config: Composito
         raise MediaError(f"{where}: the clip has no duration (empty or corrupt)", code="corrupt_media")
     start, end = item.trim.start, item.trim.end
     if start >= length:
-        raise InvalidInput(f"{where}: trim.start {start} s is beyond the clip ({length:.3f} s)",
-                           code="trim_out_of_range")
+        raise InvalidInput(
+            f"{where}: trim.start {start} s is beyond the clip ({length:.3f} s)", code="trim_out_of_range"
+        )
     if end is not None and end > length + TRIM_TOLERANCE:
-        raise InvalidInput(f"{where}: trim.end {end} s is beyond the clip ({length:.3f} s)",
-                           code="trim_out_of_range")
+        raise InvalidInput(f"{where}: trim.end {end} s is beyond the clip ({length:.3f} s)", code="trim_out_of_range")
     duration = min(end if end is not None else length, length) - start
     if item.duration is not None:
         duration = min(duration, item.duration)

@@ -61,11 +61,20 @@ async def render(req: RenderRequest) -> dict[str, Any]:
     loudnorm = plan.options.output.loudnorm
     size = req.config.chunk_items
     if len(plan.items) <= size:
-        await _render_graph(req, plan, req.out, burn=req.burn, soft=req.soft, loudnorm=loudnorm,
-                            done=0.0, total=plan.total_duration, label="render")
+        await _render_graph(
+            req,
+            plan,
+            req.out,
+            burn=req.burn,
+            soft=req.soft,
+            loudnorm=loudnorm,
+            done=0.0,
+            total=plan.total_duration,
+            label="render",
+        )
         return {"strategy": "single-graph", "chunks": 1}
 
-    groups = [plan.items[i:i + size] for i in range(0, len(plan.items), size)]
+    groups = [plan.items[i : i + size] for i in range(0, len(plan.items), size)]
     subplans = [Plan(plan.options, g, None, plan.sources) for g in groups]
     needs_final_graph = plan.options.crossfade > 0 or req.burn is not None or loudnorm
     chunk_total = sum(p.total_duration for p in subplans)
@@ -79,9 +88,18 @@ async def render(req: RenderRequest) -> dict[str, Any]:
 
     async def one(k: int) -> None:
         async with limit:
-            await _render_graph(req, subplans[k], chunk_files[k], burn=None, soft=None, loudnorm=False,
-                                done=offsets[k], total=total, label=f"chunk {k + 1}/{len(groups)}",
-                                output_kwargs=chunk_kwargs)
+            await _render_graph(
+                req,
+                subplans[k],
+                chunk_files[k],
+                burn=None,
+                soft=None,
+                loudnorm=False,
+                done=offsets[k],
+                total=total,
+                label=f"chunk {k + 1}/{len(groups)}",
+                output_kwargs=chunk_kwargs,
+            )
 
     await asyncio.gather(*(one(k) for k in range(len(groups))))
 
@@ -90,11 +108,22 @@ async def render(req: RenderRequest) -> dict[str, Any]:
         return {"strategy": "chunked-concat-copy", "chunks": len(groups)}
 
     infos = await asyncio.gather(*(asyncio.to_thread(probe_file, f) for f in chunk_files))
-    items = [PlannedItem(k, TimelineItem(kind="video", path=str(f)), Source(f, info), 0.0, sp.total_duration)
-             for k, (f, info, sp) in enumerate(zip(chunk_files, infos, subplans, strict=True))]
+    items = [
+        PlannedItem(k, TimelineItem(kind="video", path=str(f)), Source(f, info), 0.0, sp.total_duration)
+        for k, (f, info, sp) in enumerate(zip(chunk_files, infos, subplans, strict=True))
+    ]
     final = Plan(plan.options, items, plan.captions, {})
-    await _render_graph(req, final, req.out, burn=req.burn, soft=req.soft, loudnorm=loudnorm,
-                        done=chunk_total, total=total, label="join")
+    await _render_graph(
+        req,
+        final,
+        req.out,
+        burn=req.burn,
+        soft=req.soft,
+        loudnorm=loudnorm,
+        done=chunk_total,
+        total=total,
+        label="join",
+    )
     return {"strategy": "chunked-final-graph", "chunks": len(groups)}
 
 
@@ -109,8 +138,9 @@ def chunk_output_args(output_kwargs: dict[str, Any], *, near_lossless_video: boo
     return kwargs
 
 
-def concat_join_args(listing: Path, out: Path, output_kwargs: dict[str, Any], *, soft: Path | None = None,
-                     language: str = "und") -> list[str]:
+def concat_join_args(
+    listing: Path, out: Path, output_kwargs: dict[str, Any], *, soft: Path | None = None, language: str = "und"
+) -> list[str]:
     """The join of chunk files by the concat demuxer: video by stream copy, the whole timeline's audio
     encoded once with the job's audio options (AAC 320k 48 kHz stereo)."""
     args = ["-hide_banner", "-nostdin", "-y", "-f", "concat", "-safe", "0", "-i", _safe_path(listing)]
@@ -118,31 +148,58 @@ def concat_join_args(listing: Path, out: Path, output_kwargs: dict[str, Any], *,
     if soft is not None:
         args += ["-i", _safe_path(soft)]
         maps += ["-map", "1:s", "-c:s", "mov_text", "-metadata:s:s:0", f"language={language}"]
-    audio = [arg for key in ("c:a", "b:a", "ar", "ac") if key in output_kwargs
-             for arg in (f"-{key}", str(output_kwargs[key]))]
+    audio = [
+        arg
+        for key in ("c:a", "b:a", "ar", "ac")
+        if key in output_kwargs
+        for arg in (f"-{key}", str(output_kwargs[key]))
+    ]
     return [*args, *maps, "-c:v", "copy", *audio, "-movflags", "+faststart", str(out)]
 
 
-async def _render_graph(req: RenderRequest, plan: Plan, out: Path, *, burn: Path | None, soft: Path | None,
-                        loudnorm: bool, done: float, total: float, label: str,
-                        output_kwargs: dict[str, Any] | None = None) -> None:
+async def _render_graph(
+    req: RenderRequest,
+    plan: Plan,
+    out: Path,
+    *,
+    burn: Path | None,
+    soft: Path | None,
+    loudnorm: bool,
+    done: float,
+    total: float,
+    label: str,
+    output_kwargs: dict[str, Any] | None = None,
+) -> None:
     kwargs = dict(output_kwargs or req.output_kwargs)
     if soft is not None:
         kwargs["_language"] = req.language
-    graph = build_graph(plan, out, req.workdir, kwargs, burn=burn, soft=soft, loudnorm=loudnorm,
-                        style=req.style, threads=req.config.ffmpeg_threads)
+    graph = build_graph(
+        plan,
+        out,
+        req.workdir,
+        kwargs,
+        burn=burn,
+        soft=soft,
+        loudnorm=loudnorm,
+        style=req.style,
+        threads=req.config.ffmpeg_threads,
+    )
 
     async def progress(seconds: float, block: dict[str, str]) -> None:
         if req.on_progress is not None:
             fraction = (done + min(seconds, plan.total_duration)) / max(total, 1e-6)
-            await req.on_progress(fraction, f"{label}: {seconds:.1f}/{plan.total_duration:.1f} s, "
-                                             f"fps {block.get('fps', '?')}, speed {block.get('speed', '?')}")
+            await req.on_progress(
+                fraction,
+                f"{label}: {seconds:.1f}/{plan.total_duration:.1f} s, "
+                f"fps {block.get('fps', '?')}, speed {block.get('speed', '?')}",
+            )
 
     await run_ffmpeg(_cmd(req.ffmpeg, graph.args()), req.log, req.workdir / f"{out.stem}.stderr", progress)
 
 
-async def _concat_join(req: RenderRequest, chunk_files: list[Path], *, done: float, total: float,
-                       weight: float) -> None:
+async def _concat_join(
+    req: RenderRequest, chunk_files: list[Path], *, done: float, total: float, weight: float
+) -> None:
     listing = req.workdir / "chunks.txt"
     listing.write_text("".join(f"file '{_safe_path(f)}'\n" for f in chunk_files))
     args = concat_join_args(listing, req.out, req.output_kwargs, soft=req.soft, language=req.language)

@@ -42,17 +42,16 @@ def parse_progress(block: dict[str, str]) -> float | None:
     return None
 
 
-async def run_ffmpeg(cmd: list[str], log: FfmpegLog, stderr_path: Path,
-                     on_progress: ProgressFn | None = None) -> None:
+async def run_ffmpeg(cmd: list[str], log: FfmpegLog, stderr_path: Path, on_progress: ProgressFn | None = None) -> None:
     """Run one ffmpeg command in its own process group. Cancellation of the calling task (job
     cancel, job time-out, worker shutdown) kills the whole group before the exception goes on."""
     cmd = [cmd[0], "-progress", "pipe:1", "-nostats", *cmd[1:]]
     started = time.monotonic()
     rc: int | None = None
     with open(stderr_path, "wb") as err:
-        proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=err,
-                                                    start_new_session=True)
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=err, start_new_session=True
+        )
         try:
             assert proc.stdout is not None
             block: dict[str, str] = {}
@@ -71,8 +70,12 @@ async def run_ffmpeg(cmd: list[str], log: FfmpegLog, stderr_path: Path,
                 with contextlib.suppress(ProcessLookupError):
                     await asyncio.shield(proc.wait())
             stderr = stderr_path.read_text(errors="replace")
-            log.add(cmd, stderr, proc.returncode if rc is not None else f"killed ({proc.returncode})",
-                    time.monotonic() - started)
+            log.add(
+                cmd,
+                stderr,
+                proc.returncode if rc is not None else f"killed ({proc.returncode})",
+                time.monotonic() - started,
+            )
     if rc != 0:
         tail = " | ".join(line for line in stderr.strip().splitlines()[-3:])
         raise MediaflowError(f"ffmpeg failed (exit {rc}): {tail[:500]}", code="render_failed")

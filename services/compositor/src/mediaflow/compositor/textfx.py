@@ -44,9 +44,11 @@ def title_ass(text: TextAnimation, width: int, height: int, item_duration: float
     of the item: each letter is transparent until its moment, then opaque (\\alpha + \\t)."""
     size = max(8, round(text.size * height / 1080))
     outline = max(1, round(size / 18))
-    style = (f"Style: Title,{text.font},{size},{text.color},{text.color},{text.outline_color},&H80000000,"
-             f"{-1 if text.bold else 0},0,0,0,100,100,0,0,1,{outline},{max(1, outline // 2)},"
-             f"{_ALIGN[text.position]},40,40,{round(height * 0.08)},1")
+    style = (
+        f"Style: Title,{text.font},{size},{text.color},{text.color},{text.outline_color},&H80000000,"
+        f"{-1 if text.bold else 0},0,0,0,100,100,0,0,1,{outline},{max(1, outline // 2)},"
+        f"{_ALIGN[text.position]},40,40,{round(height * 0.08)},1"
+    )
     letters = " ".join(text.words)
     parts = []
     for i, ch in enumerate(letters):
@@ -64,8 +66,10 @@ def caption_force_style(style: CaptionStyle) -> str:
     # libass lays SRT out on a 288-line canvas scaled to the video: 16 is about 5.5 % of the height.
     size = style.size or 16
     margin = style.margin or 18
-    return (f"FontName={style.font},FontSize={size},PrimaryColour={style.color},"
-            f"OutlineColour={style.outline_color},BorderStyle=1,Outline=2,Shadow=0,MarginV={margin}")
+    return (
+        f"FontName={style.font},FontSize={size},PrimaryColour={style.color},"
+        f"OutlineColour={style.outline_color},BorderStyle=1,Outline=2,Shadow=0,MarginV={margin}"
+    )
 
 
 def write(path: Path, content: str) -> Path:

@@ -18,12 +18,56 @@ from .transcript import Transcript
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # fillers and contractions that the written-English stop list lacks
-SPOKEN_STOP_WORDS = frozenset([
-    "oh", "uh", "um", "ah", "yeah", "yes", "okay", "ok", "hello", "hi", "like", "just", "really", "know",
-    "mean", "gonna", "wanna", "got", "thing", "things", "i'm", "i've", "i'll", "i'd", "you're", "you've",
-    "you'll", "we're", "we've", "they're", "it's", "that's", "there's", "don't", "didn't", "doesn't", "isn't",
-    "wasn't", "aren't", "can't", "won't", "couldn't", "wouldn't", "shouldn't", "let's", "what's",
-])
+SPOKEN_STOP_WORDS = frozenset(
+    [
+        "oh",
+        "uh",
+        "um",
+        "ah",
+        "yeah",
+        "yes",
+        "okay",
+        "ok",
+        "hello",
+        "hi",
+        "like",
+        "just",
+        "really",
+        "know",
+        "mean",
+        "gonna",
+        "wanna",
+        "got",
+        "thing",
+        "things",
+        "i'm",
+        "i've",
+        "i'll",
+        "i'd",
+        "you're",
+        "you've",
+        "you'll",
+        "we're",
+        "we've",
+        "they're",
+        "it's",
+        "that's",
+        "there's",
+        "don't",
+        "didn't",
+        "doesn't",
+        "isn't",
+        "wasn't",
+        "aren't",
+        "can't",
+        "won't",
+        "couldn't",
+        "wouldn't",
+        "shouldn't",
+        "let's",
+        "what's",
+    ]
+)
 MIN_SUMMARY_WORDS = 5
 
 
@@ -42,9 +86,12 @@ def analytics(transcript: Transcript, summary: bool = True) -> dict[str, Any]:
     speakers = {}
     for name, stats in sorted(per_speaker.items()):
         talk_minutes = stats["speaking_time"] / 60
-        speakers[name] = {"words": int(stats["words"]), "speaking_time": round(stats["speaking_time"], 2),
-                          "turns": int(stats["turns"]),
-                          "words_per_minute": round(stats["words"] / talk_minutes, 1) if talk_minutes else 0.0}
+        speakers[name] = {
+            "words": int(stats["words"]),
+            "speaking_time": round(stats["speaking_time"], 2),
+            "turns": int(stats["turns"]),
+            "words_per_minute": round(stats["words"] / talk_minutes, 1) if talk_minutes else 0.0,
+        }
     result: dict[str, Any] = {
         "word_count": word_count,
         "duration": round(transcript.duration, 3),
@@ -66,8 +113,12 @@ def sentences(text: str) -> list[str]:
 def _tfidf(docs: list[str], ngram_range: tuple[int, int]):
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
-    vectorizer = TfidfVectorizer(stop_words=sorted(ENGLISH_STOP_WORDS | SPOKEN_STOP_WORDS), ngram_range=ngram_range,
-                                 token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z']+\b", sublinear_tf=True)
+    vectorizer = TfidfVectorizer(
+        stop_words=sorted(ENGLISH_STOP_WORDS | SPOKEN_STOP_WORDS),
+        ngram_range=ngram_range,
+        token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z']+\b",
+        sublinear_tf=True,
+    )
     try:
         matrix = vectorizer.fit_transform(docs)
     except ValueError:  # nothing but stop words

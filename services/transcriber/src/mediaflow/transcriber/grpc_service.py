@@ -30,13 +30,28 @@ class RequestCancelled(Exception):
 
 def to_proto(transcript: Transcript) -> transcriber_pb2.TranscribeResponse:
     return transcriber_pb2.TranscribeResponse(
-        language=transcript.language, duration=transcript.duration, text=transcript.text, model=transcript.model,
-        segments=[transcriber_pb2.Segment(
-            id=s.id, start=s.start, end=s.end, text=s.text, speaker=s.speaker or "",
-            avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob,
-            words=[transcriber_pb2.Word(text=w.text, start=w.start, end=w.end, probability=w.probability,
-                                        speaker=w.speaker or "") for w in s.words])
-            for s in transcript.segments],
+        language=transcript.language,
+        duration=transcript.duration,
+        text=transcript.text,
+        model=transcript.model,
+        segments=[
+            transcriber_pb2.Segment(
+                id=s.id,
+                start=s.start,
+                end=s.end,
+                text=s.text,
+                speaker=s.speaker or "",
+                avg_logprob=s.avg_logprob,
+                no_speech_prob=s.no_speech_prob,
+                words=[
+                    transcriber_pb2.Word(
+                        text=w.text, start=w.start, end=w.end, probability=w.probability, speaker=w.speaker or ""
+                    )
+                    for w in s.words
+                ],
+            )
+            for s in transcript.segments
+        ],
     )
 
 
@@ -56,14 +71,20 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
             fh.flush()
             yield Path(fh.name)
 
-    async def Transcribe(self, request: transcriber_pb2.TranscribeRequest,
-                         context: grpc.aio.ServicerContext) -> transcriber_pb2.TranscribeResponse:
+    async def Transcribe(
+        self, request: transcriber_pb2.TranscribeRequest, context: grpc.aio.ServicerContext
+    ) -> transcriber_pb2.TranscribeResponse:
         if request.WhichOneof("source") is None or (request.WhichOneof("source") == "audio" and not request.audio):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "empty_audio", "no media in the request")
         try:
-            options = TranscribeOptions(language=request.language or None, task=request.task or "transcribe",
-                                        prompt=request.prompt or None, word_timestamps=request.word_timestamps,
-                                        formats=[], summary=False)
+            options = TranscribeOptions(
+                language=request.language or None,
+                task=request.task or "transcribe",
+                prompt=request.prompt or None,
+                word_timestamps=request.word_timestamps,
+                formats=[],
+                summary=False,
+            )
         except ValueError as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid_options", str(exc))
         gone = threading.Event()
@@ -75,25 +96,34 @@ class TranscriberServicer(transcriber_pb2_grpc.TranscriberServicer):
 
         def work() -> Transcript:
             with self._media(request) as path:
-                return run_transcription(self.models, path, options, progress=progress,
-                                         temperature=request.temperature)
+                return run_transcription(self.models, path, options, progress=progress, temperature=request.temperature)
 
         try:
             transcript = await asyncio.to_thread(work)
         except MediaflowError as exc:
-            status = grpc.StatusCode.UNAVAILABLE if exc.retryable else (
-                grpc.StatusCode.NOT_FOUND if exc.status == 404 else grpc.StatusCode.INVALID_ARGUMENT)
+            status = (
+                grpc.StatusCode.UNAVAILABLE
+                if exc.retryable
+                else (grpc.StatusCode.NOT_FOUND if exc.status == 404 else grpc.StatusCode.INVALID_ARGUMENT)
+            )
             await _abort(context, status, exc.code, exc.message)
         except RequestCancelled:
             await _abort(context, grpc.StatusCode.CANCELLED, "cancelled", "the request was cancelled")
         return to_proto(transcript)
 
-    async def GetInfo(self, request: transcriber_pb2.GetInfoRequest,
-                      context: grpc.aio.ServicerContext) -> transcriber_pb2.TranscriberInfo:
+    async def GetInfo(
+        self, request: transcriber_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
+    ) -> transcriber_pb2.TranscriberInfo:
         info = self.models.info
         return transcriber_pb2.TranscriberInfo(
-            model=info.model, device=info.device, compute_type=info.compute_type, multilingual=info.multilingual,
-            diarization_backend=info.diarization_backend, alignment=info.alignment, vad=info.vad)
+            model=info.model,
+            device=info.device,
+            compute_type=info.compute_type,
+            multilingual=info.multilingual,
+            diarization_backend=info.diarization_backend,
+            alignment=info.alignment,
+            vad=info.vad,
+        )
 
 
 async def _abort(context: grpc.aio.ServicerContext, status: grpc.StatusCode, code: str, message: str) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mediaflow.common.context import JobContext
-from mediaflow.common.jobs import JobType
+from mediaflow.common.jobs.model import JobType
 from mediaflow.common.options import parse_options
 from mediaflow.common.options.transcribe import TranscribeOptions
+from mediaflow.common.runtime.context import JobContext
 
 from .captions import render
 from .model import get_models
@@ -25,7 +25,8 @@ async def transcribe(ctx: JobContext) -> dict[str, Any]:
     # storage key, allow-listed path (checked again) or URL (downloaded in a thread, policy checked again)
     async with ctx.media_path() as path:
         transcript = await ctx.run_blocking(
-            lambda: run_transcription(models, path, options, progress=ctx.progress_threadsafe))
+            lambda: run_transcription(models, path, options, progress=ctx.progress_threadsafe)
+        )
     ctx.check_cancelled()
     await ctx.progress(0.96, "captions", force=True)
     files = await ctx.run_blocking(render, transcript, list(options.formats), options.captions)

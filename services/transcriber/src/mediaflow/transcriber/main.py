@@ -13,10 +13,11 @@ from typing import Any
 
 # (offline env vars are set by the package __init__, before anything imports huggingface_hub/pyannote)
 from mediaflow.common.grpc import start_server
-from mediaflow.common.jobs import JobType
-from mediaflow.common.queues import TRANSCRIBE_QUEUE
+from mediaflow.common.jobs.keys import TRANSCRIBE_QUEUE
+from mediaflow.common.jobs.model import JobType
+from mediaflow.common.runtime.bootstrap import run_worker
 from mediaflow.common.settings import Settings, get_settings
-from mediaflow.common.worker import run_worker
+from mediaflow.common.workflows import WORKFLOWS
 
 from . import jobs
 from .diarize import diarization_models
@@ -35,8 +36,12 @@ def lifecycle(settings: Settings, grpc_port: int | None = None) -> tuple[Any, An
         info = models.info
         if info.diarization_backend == OFFLINE_DIARIZATION:  # loaded once here, never per job
             await asyncio.to_thread(diarization_models)
-        worker.info = {"model": info.model, "device": info.device, "compute_type": info.compute_type,
-                       "diarization": info.diarization_backend}
+        worker.info = {
+            "model": info.model,
+            "device": info.device,
+            "compute_type": info.compute_type,
+            "diarization": info.diarization_backend,
+        }
         port = settings.transcriber_grpc_port if grpc_port is None else grpc_port
         server, bound = await start_server(port, [service_entry(models, worker.storage)])
         ctx["grpc_server"], ctx["grpc_port"] = server, bound
@@ -57,8 +62,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = get_settings()
     on_startup, on_shutdown = lifecycle(settings, args.grpc_port)
-    run_worker(TRANSCRIBE_QUEUE, {JobType.transcribe: jobs.transcribe}, settings, "mediaflow-transcriber",
-               on_startup=on_startup, on_shutdown=on_shutdown)
+    run_worker(
+        TRANSCRIBE_QUEUE,
+        {JobType.transcribe: jobs.transcribe},
+        settings,
+        "mediaflow-transcriber",
+        workflows=WORKFLOWS,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
 
 
 if __name__ == "__main__":

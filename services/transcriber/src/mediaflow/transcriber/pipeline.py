@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,7 +32,6 @@ from .transcript import Coverage, Segment, Transcript, Word
 
 log = logging.getLogger("mediaflow.transcriber")
 
-WINDOW_SECONDS = float(os.environ.get("MEDIAFLOW_TRANSCRIBE_WINDOW", "300"))
 CHUNK_SECONDS = 30.0
 REDECODE_SECONDS = 10.0
 VAD_ONSET, VAD_OFFSET = 0.5, 0.363
@@ -68,8 +66,10 @@ def check_language(models: Models, language: str | None) -> str | None:
     if code not in _LANGUAGE_CODES:
         raise InvalidInput(f"unsupported language {language!r}", code="unsupported_language")
     if not models.multilingual and code != "en":
-        raise InvalidInput(f"the configured model {models.info.model} is English-only; "
-                           f"language {language!r} is not supported", code="unsupported_language")
+        raise InvalidInput(
+            f"the configured model {models.info.model} is English-only; language {language!r} is not supported",
+            code="unsupported_language",
+        )
     return code
 
 
@@ -130,8 +130,9 @@ def loudest_dbfs(audio: np.ndarray, block: int = SAMPLE_RATE // 2) -> float:
 class Decoder:
     """Batched Whisper decoding of chunks for one transcription (its options, tokenizer, language)."""
 
-    def __init__(self, models: Models, options: TranscribeOptions, language: str | None, temperature: float,
-                 batch_size: int) -> None:
+    def __init__(
+        self, models: Models, options: TranscribeOptions, language: str | None, temperature: float, batch_size: int
+    ) -> None:
         self.models = models
         self.options = options
         self.language = language
@@ -142,21 +143,24 @@ class Decoder:
 
     def features(self, audio: np.ndarray, chunk: Chunk) -> np.ndarray:
         extractor = self.models.whisper.feature_extractor
-        samples = audio[int(chunk.start * SAMPLE_RATE): int(chunk.end * SAMPLE_RATE)][: extractor.n_samples]
+        samples = audio[int(chunk.start * SAMPLE_RATE) : int(chunk.end * SAMPLE_RATE)][: extractor.n_samples]
         padded = np.pad(samples, (0, extractor.n_samples - len(samples)))  # silence, as Whisper was trained
         return extractor(padded)[..., : extractor.nb_max_frames]
 
     def decode(self, audio: np.ndarray, chunks: list[Chunk], progress: Callable[[Chunk], None] | None = None) -> None:
         """Fill each chunk's `segments` (times in the window's seconds), one batch at a time."""
         for first in range(0, len(chunks), self.batch_size):
-            batch = chunks[first: first + self.batch_size]
+            batch = chunks[first : first + self.batch_size]
             features = np.stack([self.features(audio, c) for c in batch])
             with self.models.device_lock:  # per batch: a gRPC request waits for one batch, not a window
                 self._prepare(features[0])
                 self.models.batched.last_speech_timestamp = batch[0].start
                 outputs = self.models.batched.forward(
-                    features, self._tokenizer,
-                    [{"offset": c.start, "duration": c.end - c.start, "segments": []} for c in batch], self._decoding)
+                    features,
+                    self._tokenizer,
+                    [{"offset": c.start, "duration": c.end - c.start, "segments": []} for c in batch],
+                    self._decoding,
+                )
             for chunk, output in zip(batch, outputs, strict=True):
                 chunk.segments = [s for s in map(_segment, output) if s is not None]
                 if progress is not None:
@@ -171,17 +175,37 @@ class Decoder:
         whisper = self.models.whisper
         if self.language is None:  # detected once, on the first speech, then kept
             self.language, _, _ = whisper.detect_language(features=first_features)
-        self._tokenizer = Tokenizer(whisper.hf_tokenizer, self.models.multilingual, task=self.options.task,
-                                    language=self.language)
+        self._tokenizer = Tokenizer(
+            whisper.hf_tokenizer, self.models.multilingual, task=self.options.task, language=self.language
+        )
         self._decoding = TranscriptionOptions(
-            beam_size=5, best_of=5, patience=1, length_penalty=1, repetition_penalty=1, no_repeat_ngram_size=0,
-            log_prob_threshold=LOW_LOGPROB, no_speech_threshold=NO_SPEECH_PROB, compression_ratio_threshold=2.4,
-            condition_on_previous_text=False, prompt_reset_on_temperature=0.5, temperatures=[self.temperature],
-            initial_prompt=self.options.prompt or None, prefix=None, suppress_blank=True,
-            suppress_tokens=get_suppressed_tokens(self._tokenizer, [-1]), without_timestamps=True,
-            max_initial_timestamp=0.0, word_timestamps=True, prepend_punctuations="\"'“¿([{-",
-            append_punctuations="\"'.。,，!！?？:：”)]}、", multilingual=False, max_new_tokens=None,
-            clip_timestamps=[], hallucination_silence_threshold=None, hotwords=None)
+            beam_size=5,
+            best_of=5,
+            patience=1,
+            length_penalty=1,
+            repetition_penalty=1,
+            no_repeat_ngram_size=0,
+            log_prob_threshold=LOW_LOGPROB,
+            no_speech_threshold=NO_SPEECH_PROB,
+            compression_ratio_threshold=2.4,
+            condition_on_previous_text=False,
+            prompt_reset_on_temperature=0.5,
+            temperatures=[self.temperature],
+            initial_prompt=self.options.prompt or None,
+            prefix=None,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(self._tokenizer, [-1]),
+            without_timestamps=True,
+            max_initial_timestamp=0.0,
+            word_timestamps=True,
+            prepend_punctuations="\"'“¿([{-",
+            append_punctuations="\"'.。,，!！?？:：”)]}、",
+            multilingual=False,
+            max_new_tokens=None,
+            clip_timestamps=[],
+            hallucination_silence_threshold=None,
+            hotwords=None,
+        )
 
     def language_or_english(self) -> str:
         return self.language or "en"
@@ -191,10 +215,20 @@ def _segment(output: dict) -> Segment | None:
     text = output["text"].strip()
     if not text or (output["no_speech_prob"] > NO_SPEECH_PROB and output["avg_logprob"] < LOW_LOGPROB):
         return None
-    words = [Word(text=w["word"].strip(), start=w["start"], end=w["end"], probability=float(w["probability"]))
-             for w in output.get("words") or [] if w["word"].strip()]
-    return Segment(id=0, start=output["start"], end=output["end"], text=text, words=words,
-                   avg_logprob=float(output["avg_logprob"]), no_speech_prob=float(output["no_speech_prob"]))
+    words = [
+        Word(text=w["word"].strip(), start=w["start"], end=w["end"], probability=float(w["probability"]))
+        for w in output.get("words") or []
+        if w["word"].strip()
+    ]
+    return Segment(
+        id=0,
+        start=output["start"],
+        end=output["end"],
+        text=text,
+        words=words,
+        avg_logprob=float(output["avg_logprob"]),
+        no_speech_prob=float(output["no_speech_prob"]),
+    )
 
 
 def covered_seconds(speech: list[Span], words: list[Word]) -> float:
@@ -229,40 +263,61 @@ def guard(models: Models, decoder: Decoder, audio: np.ndarray, chunks: list[Chun
     Returns how many chunks were decoded again."""
     redecoded = 0
     for chunk in [c for c in chunks if lost_text(c)]:
-        piece_audio = audio[int(chunk.start * SAMPLE_RATE): int(chunk.end * SAMPLE_RATE)]
+        piece_audio = audio[int(chunk.start * SAMPLE_RATE) : int(chunk.end * SAMPLE_RATE)]
         with models.device_lock:
             regions = speech_regions(models, piece_audio, REDECODE_SECONDS)
-        pieces = [replace(p, start=p.start + chunk.start, end=p.end + chunk.start,
-                          speech=[(s + chunk.start, e + chunk.start) for s, e in p.speech])
-                  for p in group_chunks(regions, REDECODE_SECONDS)]
+        pieces = [
+            replace(
+                p,
+                start=p.start + chunk.start,
+                end=p.end + chunk.start,
+                speech=[(s + chunk.start, e + chunk.start) for s, e in p.speech],
+            )
+            for p in group_chunks(regions, REDECODE_SECONDS)
+        ]
         if not pieces:
             continue
         decoder.decode(audio, pieces)
         before = covered_seconds(chunk.speech, chunk.words())
         after = covered_seconds(chunk.speech, [w for p in pieces for w in p.words()])
         redecoded += 1
-        log.info("coverage guard: chunk %.1f-%.1f s covered %.1f s of %.1f s, %.1f s when decoded in %d pieces",
-                 chunk.start, chunk.end, before, chunk.speech_seconds, after, len(pieces))
+        log.info(
+            "coverage guard: chunk %.1f-%.1f s covered %.1f s of %.1f s, %.1f s when decoded in %d pieces",
+            chunk.start,
+            chunk.end,
+            before,
+            chunk.speech_seconds,
+            after,
+            len(pieces),
+        )
         if after > before:
             chunk.segments = [s for p in pieces for s in p.segments]
     return redecoded
 
 
-def transcribe_file(models: Models, path: Path | str, options: TranscribeOptions, *,
-                    progress: Progress | None = None, sink: WindowSink | None = None,
-                    temperature: float = 0.0, batch_size: int | None = None) -> Transcript:
+def transcribe_file(
+    models: Models,
+    path: Path | str,
+    options: TranscribeOptions,
+    *,
+    progress: Progress | None = None,
+    sink: WindowSink | None = None,
+    temperature: float = 0.0,
+    batch_size: int | None = None,
+) -> Transcript:
     try:
         total = media_duration(path)
     except Exception:
         total = 0.0
-    decoder = Decoder(models, options, check_language(models, options.language), temperature,
-                      batch_size or models.settings.batch_size)
+    decoder = Decoder(
+        models, options, check_language(models, options.language), temperature, batch_size or models.settings.batch_size
+    )
     segments: list[Segment] = []
     coverage = Coverage()
     carry: np.ndarray | None = None
     carry_offset = 0.0
     end_of_audio = 0.0
-    for window in windows(path, WINDOW_SECONDS):
+    for window in windows(path, models.settings.transcribe_window):
         audio, offset = window.samples, window.offset
         if carry is not None:
             audio, offset = np.concatenate([carry, audio]), carry_offset
@@ -275,7 +330,7 @@ def transcribe_file(models: Models, path: Path | str, options: TranscribeOptions
         if not window.last and chunks and chunks[-1].end > len(audio) / SAMPLE_RATE - 1.0:
             # speech runs into the window's end: decode it with the next window instead
             cut = chunks.pop().start
-            carry, carry_offset = audio[int(cut * SAMPLE_RATE):].copy(), offset + cut
+            carry, carry_offset = audio[int(cut * SAMPLE_RATE) :].copy(), offset + cut
             usable = audio[: int(cut * SAMPLE_RATE)]
         if sink is not None:
             sink.add_window(usable, offset, [s for c in chunks for s in c.speech])
@@ -304,8 +359,14 @@ def transcribe_file(models: Models, path: Path | str, options: TranscribeOptions
     _tidy_words(segments, duration)
     coverage.speech_seconds = round(coverage.speech_seconds, 2)
     coverage.covered_speech_seconds = round(min(coverage.covered_speech_seconds, coverage.speech_seconds), 2)
-    return Transcript(language=decoder.language_or_english(), duration=duration, task=options.task,
-                      model=models.info.model, segments=segments, coverage=coverage)
+    return Transcript(
+        language=decoder.language_or_english(),
+        duration=duration,
+        task=options.task,
+        model=models.info.model,
+        segments=segments,
+        coverage=coverage,
+    )
 
 
 def _shifted(segment: Segment, offset: float) -> Segment:

@@ -14,8 +14,9 @@ from .pipeline import Progress, transcribe_file
 from .transcript import Transcript
 
 
-def run_transcription(models: Models, path: Path, options: TranscribeOptions, progress: Progress | None = None,
-                      temperature: float = 0.0) -> Transcript:
+def run_transcription(
+    models: Models, path: Path, options: TranscribeOptions, progress: Progress | None = None, temperature: float = 0.0
+) -> Transcript:
     try:
         diarize = options.diarize or bool(options.num_speakers or options.min_speakers or options.max_speakers)
         use_pyannote = diarize and diarization_backend(models.settings) == "pyannote"
@@ -25,8 +26,9 @@ def run_transcription(models: Models, path: Path, options: TranscribeOptions, pr
             if progress is not None:
                 progress(fraction * (0.85 if diarize else 0.95), stage)
 
-        transcript = transcribe_file(models, path, options, progress=asr_progress, sink=collector,
-                                     temperature=temperature)
+        transcript = transcribe_file(
+            models, path, options, progress=asr_progress, sink=collector, temperature=temperature
+        )
         if diarize:
             if progress is not None:
                 progress(0.88, "diarizing")

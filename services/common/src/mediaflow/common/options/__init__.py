@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..errors import InvalidInput
-from ..jobs import JobType
+from ..jobs.model import JobType
 from .compose import CaptionOptions, ComposeOptions, ProbeOptions
 from .transcribe import CaptionRules, TranscribeOptions
 
@@ -29,9 +29,19 @@ def parse_options(job_type: JobType, options: dict[str, Any] | None) -> BaseMode
     except ValidationError as exc:
         errors = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
         first = errors[0] if errors else {"loc": "", "msg": "invalid"}
-        raise InvalidInput(f"invalid options for {job_type.value}: {first['loc']}: {first['msg']}",
-                           code="invalid_options", detail={"errors": errors}) from None
+        raise InvalidInput(
+            f"invalid options for {job_type.value}: {first['loc']}: {first['msg']}",
+            code="invalid_options",
+            detail={"errors": errors},
+        ) from None
 
 
-__all__ = ["OPTIONS_MODELS", "CaptionOptions", "CaptionRules", "ComposeOptions", "ProbeOptions",
-           "TranscribeOptions", "parse_options"]
+__all__ = [
+    "OPTIONS_MODELS",
+    "CaptionOptions",
+    "CaptionRules",
+    "ComposeOptions",
+    "ProbeOptions",
+    "TranscribeOptions",
+    "parse_options",
+]

@@ -7,10 +7,11 @@ a 1×1 image, a corrupt clip) fails the job with a stable error code in the work
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .media import MediaRef
 from .transcribe import TranscribeOptions
 
 Position = Literal["top-left", "top-right", "bottom-left", "bottom-right", "center"]
@@ -23,30 +24,16 @@ RESOLUTIONS: dict[str, tuple[int, int]] = {
     "1920x1080": (1920, 1080),
     "3840x2160": (3840, 2160),
 }
-RESOLUTION_ALIASES = {"720p": "1280x720", "1080p": "1920x1080", "fhd": "1920x1080", "4k": "3840x2160",
-                      "2160p": "3840x2160", "uhd": "3840x2160"}
+RESOLUTION_ALIASES = {
+    "720p": "1280x720",
+    "1080p": "1920x1080",
+    "fhd": "1920x1080",
+    "4k": "3840x2160",
+    "2160p": "3840x2160",
+    "uhd": "3840x2160",
+}
 # Font names end up inside a generated ASS file (a comma-separated format): letters, digits, spaces only.
 FONT_NAME = r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$"
-
-
-def _one_source(media_id: str | None, path: str | None, url: str | None, what: str) -> None:
-    if sum(v is not None for v in (media_id, path, url)) != 1:
-        raise ValueError(f"{what}: name the media with exactly one of media_id, path, url")
-
-
-class MediaInput(BaseModel):
-    """Names media: an uploaded `media_id`, a path under an allow-listed root, or a URL."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    media_id: str | None = None
-    path: str | None = None
-    url: str | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> MediaInput:
-        _one_source(self.media_id, self.path, self.url, "input")
-        return self
 
 
 class Trim(BaseModel):
@@ -62,21 +49,13 @@ class Trim(BaseModel):
         return self
 
 
-class Logo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Logo(MediaRef):
+    what: ClassVar[str] = "logo"
 
-    media_id: str | None = None
-    path: str | None = None
-    url: str | None = None
     position: Position = "top-right"
     scale: float = Field(0.12, gt=0, le=1)  # logo width as a fraction of the output width
     margin: int = Field(24, ge=0, le=1000)  # pixels from the edges
     opacity: float = Field(1.0, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Logo:
-        _one_source(self.media_id, self.path, self.url, "logo")
-        return self
 
 
 class TextAnimation(BaseModel):
@@ -102,21 +81,18 @@ class TextAnimation(BaseModel):
         return words
 
 
-class TimelineItem(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TimelineItem(MediaRef):
     kind: ItemKind
-    media_id: str | None = None
-    path: str | None = None
-    url: str | None = None
     trim: Trim = Field(default_factory=Trim)
     duration: float | None = Field(None, gt=0, le=3600)  # required for images; caps a clip's length otherwise
     logo: Logo | None = None
     text: TextAnimation | None = None
 
+    def label(self) -> str:
+        return f"{self.kind} item"
+
     @model_validator(mode="after")
-    def _checks(self) -> TimelineItem:
-        _one_source(self.media_id, self.path, self.url, f"{self.kind} item")
+    def _image_has_duration(self) -> TimelineItem:
         if self.kind == "image" and self.duration is None:
             raise ValueError("an image item needs a duration (seconds)")
         return self
@@ -180,8 +156,9 @@ class ComposeOptions(BaseModel):
         if self.crossfade > 0 and len(self.items) > 1:
             for i, item in enumerate(self.items):
                 if item.kind == "image" and item.duration is not None and item.duration <= self.crossfade:
-                    raise ValueError(f"items.{i}: duration {item.duration} s must exceed the crossfade "
-                                     f"({self.crossfade} s)")
+                    raise ValueError(
+                        f"items.{i}: duration {item.duration} s must exceed the crossfade ({self.crossfade} s)"
+                    )
         return self
 
 
@@ -200,7 +177,7 @@ class ProbeOptions(BaseModel):
     hold_seconds: float = Field(0.0, ge=0, le=600)  # keeps the worker busy (tests, drills)
 
 
-def check_timeline_media(options: ComposeOptions, streams: dict[str, list[dict]]) -> None:
+def check_timeline_media(options: ComposeOptions, streams: dict[str, list[dict[str, Any]]]) -> None:
     """Submit-time checks against what the gateway already knows about uploaded media (`streams` by
     media_id, from the media records): audio-only media as a picture, pictures too small to use.
     Raises InvalidInput (422) with the worker's codes; media not in `streams` is left to the worker."""
@@ -213,8 +190,11 @@ def check_timeline_media(options: ComposeOptions, streams: dict[str, list[dict]]
         if video is None:
             raise InvalidInput(f"{where}: media {media_id} has no picture (audio only)", code="no_video_stream")
         if min(int(video.get("width") or 0), int(video.get("height") or 0)) < MIN_PICTURE:
-            raise InvalidInput(f"{where}: media {media_id} is {video.get('width')}×{video.get('height')}; at least "
-                               f"{MIN_PICTURE}×{MIN_PICTURE} pixels needed", code="image_too_small")
+            raise InvalidInput(
+                f"{where}: media {media_id} is {video.get('width')}×{video.get('height')}; at least "
+                f"{MIN_PICTURE}×{MIN_PICTURE} pixels needed",
+                code="image_too_small",
+            )
 
     for i, item in enumerate(options.items):
         check(item.media_id, f"items.{i}")

@@ -10,11 +10,23 @@ from .scc import SCC_COLUMNS, SCC_ROWS, to_scc
 from .subtitles import to_ass, to_srt, to_vtt
 from .transcript_files import to_json, to_rttm, to_txt
 
-ARTIFACT_NAMES = {"srt": "captions.srt", "vtt": "captions.vtt", "scc": "captions.scc", "ass": "captions.ass",
-                  "json": "transcript.json", "txt": "transcript.txt"}
+ARTIFACT_NAMES = {
+    "srt": "captions.srt",
+    "vtt": "captions.vtt",
+    "scc": "captions.scc",
+    "ass": "captions.ass",
+    "json": "transcript.json",
+    "txt": "transcript.txt",
+}
 RTTM_ARTIFACT = "speakers.rttm"  # written whenever the transcript was diarized
-CONTENT_TYPES = {"srt": "application/x-subrip", "vtt": "text/vtt", "scc": "text/x-scc",
-                 "ass": "text/x-ssa", "json": "application/json", "txt": "text/plain; charset=utf-8"}
+CONTENT_TYPES = {
+    "srt": "application/x-subrip",
+    "vtt": "text/vtt",
+    "scc": "text/x-scc",
+    "ass": "text/x-ssa",
+    "json": "application/json",
+    "txt": "text/plain; charset=utf-8",
+}
 
 
 def render(transcript: Transcript, formats: list[str], rules: CaptionRules) -> dict[str, tuple[bytes, str]]:

@@ -73,8 +73,9 @@ def balanced_wrap(tokens: list[str], width: int, max_lines: int) -> list[str]:
     return best if len(best) <= max(max_lines, len(lines)) else lines
 
 
-def build_cues(transcript: Transcript, rules: CaptionRules, *, max_chars: int | None = None,
-               max_lines: int | None = None) -> list[Cue]:
+def build_cues(
+    transcript: Transcript, rules: CaptionRules, *, max_chars: int | None = None, max_lines: int | None = None
+) -> list[Cue]:
     width = min(rules.max_chars_per_line, max_chars or rules.max_chars_per_line)
     rows = min(rules.max_lines, max_lines or rules.max_lines)
     words = _timed_words(transcript)
@@ -96,9 +97,16 @@ def build_cues(transcript: Transcript, rules: CaptionRules, *, max_chars: int | 
         label = label_for(speaker) if speaker != last_speaker or not cues else ""
         if rules.speaker_labels and speaker and speaker != last_speaker:
             label = label_for(speaker)
-        cues.append(Cue(start=current[0].start, end=current[-1].end,
-                        lines=balanced_wrap(tokens(current, label), width, rows),
-                        words=current, speaker=speaker, label=label))
+        cues.append(
+            Cue(
+                start=current[0].start,
+                end=current[-1].end,
+                lines=balanced_wrap(tokens(current, label), width, rows),
+                words=current,
+                speaker=speaker,
+                label=label,
+            )
+        )
         last_speaker = speaker
         current = []
 

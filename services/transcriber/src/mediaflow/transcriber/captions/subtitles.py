@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import pysubs2
 
+from mediaflow.common.subtitles import write_subtitles
+
 from .cues import Cue
 
 ASS_STYLE = pysubs2.SSAStyle(
-    fontname="DejaVu Sans", fontsize=54, primarycolor=pysubs2.Color(255, 255, 255),
+    fontname="DejaVu Sans",
+    fontsize=54,
+    primarycolor=pysubs2.Color(255, 255, 255),
     secondarycolor=pysubs2.Color(255, 214, 0),  # the karaoke highlight
-    outlinecolor=pysubs2.Color(0, 0, 0), backcolor=pysubs2.Color(0, 0, 0, 128),
-    bold=False, outline=2.5, shadow=1.0, borderstyle=1, alignment=pysubs2.Alignment.BOTTOM_CENTER,
-    marginv=48, marginl=64, marginr=64,
+    outlinecolor=pysubs2.Color(0, 0, 0),
+    backcolor=pysubs2.Color(0, 0, 0, 128),
+    bold=False,
+    outline=2.5,
+    shadow=1.0,
+    borderstyle=1,
+    alignment=pysubs2.Alignment.BOTTOM_CENTER,
+    marginv=48,
+    marginl=64,
+    marginr=64,
 )
 
 
@@ -19,19 +30,12 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
-def _file(cues: list[Cue]) -> pysubs2.SSAFile:
-    subs = pysubs2.SSAFile()
-    for cue in cues:
-        subs.append(pysubs2.SSAEvent(start=_ms(cue.start), end=_ms(cue.end), text=r"\N".join(cue.lines)))
-    return subs
-
-
 def to_srt(cues: list[Cue]) -> str:
-    return _file(cues).to_string("srt")
+    return write_subtitles(((c.start, c.end, c.lines) for c in cues), "srt")
 
 
 def to_vtt(cues: list[Cue]) -> str:
-    return _file(cues).to_string("vtt")
+    return write_subtitles(((c.start, c.end, c.lines) for c in cues), "vtt")
 
 
 def _karaoke_text(cue: Cue) -> str:

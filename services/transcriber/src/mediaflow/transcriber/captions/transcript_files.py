@@ -29,5 +29,8 @@ def to_txt(transcript: Transcript) -> str:
 
 
 def to_rttm(transcript: Transcript, uri: str = "media") -> str:
-    return "".join(f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
-                   for t in transcript.diarization if t.end > t.start)
+    return "".join(
+        f"SPEAKER {uri} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>\n"
+        for t in transcript.diarization
+        if t.end > t.start
+    )

@@ -12,29 +12,15 @@ import json
 import time
 from typing import Any
 
-from arq.constants import (
-    abort_jobs_ss,
-    in_progress_key_prefix,
-    job_key_prefix,
-    result_key_prefix,
-    retry_key_prefix,
-)
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
-from .errors import Conflict, MediaflowError, NotFound
-from .jobs import Job, JobState, utcnow
-from .queues import FUNCTION_FOR_TYPE, wake_key
-from .store import (
-    EVENTS_MAXLEN,
-    IDEMPOTENCY_TTL_S,
-    JobStore,
-    events_key,
-    job_key,
-    state_event,
-    tenant_index_key,
-)
+from ..errors import Conflict, MediaflowError, NotFound
+from . import keys
+from .family import add_child, settle_cancelled_parent
+from .model import Job, JobState, utcnow
+from .queues import FUNCTION_FOR_TYPE
+from .store import EVENTS_MAXLEN, IDEMPOTENCY_TTL_S, Events, JobStore, KeyChanges, state_event
 
 # ARQ drops a queued job whose definition key has expired; ours live as long as a week of backlog.
 JOB_EXPIRY_MS = 7 * 24 * 3600 * 1000
@@ -45,7 +31,8 @@ def json_serializer(data: dict[str, Any]) -> bytes:
 
 
 def json_deserializer(raw: bytes) -> dict[str, Any]:
-    return json.loads(raw)
+    data: dict[str, Any] = json.loads(raw)
+    return data
 
 
 # Put a job's record and queue it, atomically and in one round trip: a new job (ARGV[1] empty) also
@@ -84,46 +71,66 @@ class Dispatcher:
         self.store = JobStore(redis)
         self._enqueue = redis.register_script(ENQUEUE_SCRIPT)
 
-    def _enqueue_call(self, job: Job, expected: bytes = b"", idem: tuple[str, str] | None = None
-                      ) -> tuple[list[str], list[str | bytes | int]]:
+    def _enqueue_call(
+        self, job: Job, expected: bytes = b"", idem: tuple[str, str] | None = None
+    ) -> tuple[list[str], list[str | bytes | int]]:
         """KEYS and ARGV of ENQUEUE_SCRIPT for `job`; `idem` is (Idempotency-Key's key, value)."""
         now_ms = int(time.time() * 1000)
-        payload = serialize_job(FUNCTION_FOR_TYPE[job.type], (job.id,), {}, None, now_ms,
-                                serializer=json_serializer)
-        keys = [job_key(job.id), events_key(job.id), tenant_index_key(job.tenant), job_key_prefix + job.id,
-                in_progress_key_prefix + job.id, retry_key_prefix + job.id, result_key_prefix + job.id,
-                abort_jobs_ss, job.queue, wake_key(job.queue)]
-        args: list[str | bytes | int] = [expected, job.internal_json(), job.id, json.dumps(state_event(job)),
-                                         payload, JOB_EXPIRY_MS, now_ms, EVENTS_MAXLEN]
+        payload = serialize_job(FUNCTION_FOR_TYPE[job.type], (job.id,), {}, None, now_ms, serializer=json_serializer)
+        script_keys = [
+            keys.job(job.id),
+            keys.events(job.id),
+            keys.tenant_index(job.tenant),
+            keys.arq_definition(job.id),
+            keys.arq_lease(job.id),
+            keys.arq_tries(job.id),
+            keys.arq_result(job.id),
+            keys.ABORTS,
+            job.queue,
+            keys.wake(job.queue),
+        ]
+        args: list[str | bytes | int] = [
+            expected,
+            job.internal_json(),
+            job.id,
+            json.dumps(state_event(job)),
+            payload,
+            JOB_EXPIRY_MS,
+            now_ms,
+            EVENTS_MAXLEN,
+        ]
         if idem:
-            keys.append(idem[0])
+            script_keys.append(idem[0])
             args += [idem[1], IDEMPOTENCY_TTL_S]
-        return keys, args
+        return script_keys, args
 
-    async def submit(self, job: Job, idempotency_key: str | None = None,
-                     fingerprint: str = "") -> tuple[Job, bool]:
+    async def submit(self, job: Job, idempotency_key: str | None = None, fingerprint: str = "") -> tuple[Job, bool]:
         """Create and enqueue `job`. Returns (job, created); with a known Idempotency-Key the job
         that key created before is returned instead - unless the request differs (`fingerprint`),
         which is an error (422 `idempotency_key_reused`), as the IETF Idempotency-Key draft asks."""
         idem = None
         if idempotency_key:
-            idem = (JobStore.idempotency_key(job.tenant, idempotency_key), f"{job.id} {fingerprint}")
-        keys, args = self._enqueue_call(job, idem=idem)
-        outcome = await self._enqueue(keys=keys, args=args)
+            idem = (keys.idempotency(job.tenant, idempotency_key), f"{job.id} {fingerprint}")
+        script_keys, args = self._enqueue_call(job, idem=idem)
+        outcome = await self._enqueue(keys=script_keys, args=args)
         if outcome == 1:
             return job, True
         job_id, _, seen = outcome.decode().partition(" ")
         if fingerprint and seen and seen != fingerprint:
-            raise MediaflowError("this Idempotency-Key was used for a different request", status=422,
-                                 code="idempotency_key_reused", detail={"job_id": job_id})
+            raise MediaflowError(
+                "this Idempotency-Key was used for a different request",
+                status=422,
+                code="idempotency_key_reused",
+                detail={"job_id": job_id},
+            )
         return await self.store.get(job_id, job.tenant), False
 
     async def submit_many(self, jobs: list[Job]) -> None:
         """Create and enqueue many jobs in one round trip, all or none (batch submit)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             for job in jobs:
-                keys, args = self._enqueue_call(job)
-                await self._enqueue(keys=keys, args=args, client=pipe)
+                script_keys, args = self._enqueue_call(job)
+                await self._enqueue(keys=script_keys, args=args, client=pipe)
             await pipe.execute()
 
     async def cancel(self, job_id: str, tenant: str | None = None) -> Job:
@@ -133,11 +140,11 @@ class Dispatcher:
         if job.state == JobState.cancelling:
             return job
 
-        def mutate(j: Job) -> list[tuple[str, dict[str, Any]]]:
+        def mutate(j: Job) -> Events:
             if j.terminal:
                 raise Conflict(f"job {job_id} already {j.state.value}", code="job_finished")
             if j.state == JobState.queued:
-                # Never started: take it off the queue in the same transaction, so it never starts.
+                # Never started: take it off the queue in the same write, so it never starts.
                 j.state = JobState.cancelled
                 j.message = "cancelled before it started"
                 j.finished_at = utcnow()
@@ -145,23 +152,19 @@ class Dispatcher:
                 j.state = JobState.cancelling
             return [("state", state_event(j))]
 
-        def extra(pipe: Pipeline, j: Job) -> None:
+        def off_the_queue(j: Job) -> KeyChanges:
             if j.state == JobState.cancelled:
-                pipe.zrem(j.queue, j.id)
-                pipe.delete(job_key_prefix + j.id, retry_key_prefix + j.id)
-            else:
-                # Only a job a worker holds is sent to ARQ's abort set: an id that no worker runs would
-                # linger there and abort a later attempt with the same id (arq issue #485).
-                pipe.zadd(abort_jobs_ss, {j.id: int(time.time() * 1000)})
+                return KeyChanges(delete=(keys.arq_definition(j.id), keys.arq_tries(j.id)), leave=(j.queue,))
+            # Only a job a worker holds is sent to ARQ's abort set: an id that no worker runs would
+            # linger there and abort a later attempt with the same id (arq issue #485).
+            return KeyChanges(join=(keys.ABORTS,))
 
-        job = await self.store.update(job_id, mutate, extra)
+        job = await self.store.update(job_id, mutate, off_the_queue)
         for child in job.children:
             with contextlib.suppress(Conflict):
                 await self.cancel(child)
-        # Pipelines (common/pipeline.py): a parent that no worker holds ends here once its children have,
-        # and a child cancelled while queued (no worker hook runs for it) settles its parent.
-        from .pipeline import settle_cancelled_parent
-
+        # Parents (family.py): a parent that no worker holds ends here once its children have, and a
+        # child cancelled while queued (no worker runs it, so nobody else would) settles its parent.
         if job.children:
             await settle_cancelled_parent(self.store, job.id)
             job = await self.store.get(job.id)
@@ -170,11 +173,19 @@ class Dispatcher:
                 await settle_cancelled_parent(self.store, job.parent_id)
         return job
 
+    async def submit_child(self, parent_id: str, child: Job) -> None:
+        """Record `child` on its parent, then enqueue it (Conflict `parent_finished` if the parent is
+        ending)."""
+        await add_child(self.store, parent_id, child)
+        await self.submit(child)
+
     async def retry(self, job_id: str, tenant: str | None = None) -> Job:
         def mutate(j: Job) -> None:
             if j.state not in (JobState.failed, JobState.cancelled):
-                raise Conflict(f"job {job_id} is {j.state.value}; only failed or cancelled jobs can be retried",
-                               code="not_retryable")
+                raise Conflict(
+                    f"job {job_id} is {j.state.value}; only failed or cancelled jobs can be retried",
+                    code="not_retryable",
+                )
             j.state = JobState.queued
             j.progress, j.stage, j.message = 0.0, "", "retry requested"
             j.error, j.result, j.artifacts = None, None, []
@@ -186,10 +197,7 @@ class Dispatcher:
             job = await self.store.get(job_id, tenant)
             expected = job._stored or b""
             mutate(job)
-            keys, args = self._enqueue_call(job, expected)
-            if await self._enqueue(keys=keys, args=args) == 1:
+            script_keys, args = self._enqueue_call(job, expected)
+            if await self._enqueue(keys=script_keys, args=args) == 1:
                 return job
             # the record changed between our read and the write: read it again
-
-
-__all__ = ["Dispatcher", "job_key", "json_deserializer", "json_serializer"]

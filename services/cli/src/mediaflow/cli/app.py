@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,11 +26,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mediaflow.common.settings import Settings
+
 from .client import TERMINAL_STATES, ApiError, MediaflowClient
 from .up import WORKER_KINDS, Stack, StackConfig, StackError, serve
 
-app = typer.Typer(name="mediaflow", no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Transcribe, caption and compose media with a mediaflow server (or an embedded one).")
+app = typer.Typer(
+    name="mediaflow",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Transcribe, caption and compose media with a mediaflow server (or an embedded one).",
+)
 jobs_app = typer.Typer(no_args_is_help=True, help="List, inspect, cancel and retry jobs.")
 app.add_typer(jobs_app, name="jobs")
 
@@ -38,16 +44,15 @@ app.add_typer(jobs_app, name="jobs")
 out = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True, soft_wrap=True, highlight=False, width=None if sys.stderr.isatty() else 240)
 
-REPO_MEDIA = Path("tests") / "fixtures" / "media"
-DEMO_SAMPLE = "jfk_talk.mp4"
+DEMO_SAMPLE = "jfk_talk.mp4"  # shipped in the package (samples/); tests/fixtures/media has the same file
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
 
 def default_data_dir() -> Path:
-    if os.environ.get("MEDIAFLOW_DATA_DIR"):
-        return Path(os.environ["MEDIAFLOW_DATA_DIR"])
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "mediaflow"
+    settings = Settings()
+    if settings.data_dir:
+        return settings.data_dir
+    return (settings.xdg_data_home or Path.home() / ".local" / "share") / "mediaflow"
 
 
 def fail(code: str, message: str, exit_code: int = EXIT_FAILED) -> typer.Exit:
@@ -69,6 +74,7 @@ def _reporter(console: Console, verbose: bool = True) -> Any:
 @contextlib.contextmanager
 def _interrupt_shortens_stop(stack: Stack) -> Iterator[None]:
     """While the stack stops, another Ctrl-C shortens the drain instead of abandoning children."""
+
     def handler(_signum: int, _frame: object) -> None:
         stack.config.stop_timeout = 0.5
 
@@ -86,14 +92,17 @@ def _interrupt_shortens_stop(stack: Stack) -> Iterator[None]:
 @contextlib.contextmanager
 def connect(*, embedded: bool = True, workers: tuple[str, ...] = WORKER_KINDS) -> Iterator[MediaflowClient]:
     """A client of MEDIAFLOW_URL, or of an embedded stack started for this command."""
-    url = os.environ.get("MEDIAFLOW_URL")
-    if url:
-        with MediaflowClient(url, os.environ.get("MEDIAFLOW_API_KEY")) as client:
+    settings = Settings()
+    if settings.url:
+        with MediaflowClient(settings.url, settings.api_key or None) as client:
             yield client
         return
     if not embedded:
-        raise fail("no_server", "MEDIAFLOW_URL is not set: point it at a running server "
-                                "(e.g. one started with `mediaflow up`) and set MEDIAFLOW_API_KEY")
+        raise fail(
+            "no_server",
+            "MEDIAFLOW_URL is not set: point it at a running server "
+            "(e.g. one started with `mediaflow up`) and set MEDIAFLOW_API_KEY",
+        )
     data_dir = Path(tempfile.mkdtemp(prefix="mediaflow-embedded-"))
     err.print(f"[dim]MEDIAFLOW_URL is not set: starting an embedded stack (data in {data_dir})[/]")
     stack = Stack(StackConfig(data_dir=data_dir, workers=workers), report=_reporter(err))
@@ -127,14 +136,22 @@ def api_errors() -> Iterator[None]:
 
 # ---- following a job ------------------------------------------------------------------------
 
+
 def follow(client: MediaflowClient, job: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
     """Show the job's progress from its SSE stream until it is terminal. Ctrl-C cancels the job
     and exits 130. Returns the final job resource."""
     job_id = job["id"]
     try:
-        with Progress(TextColumn("[bold]{task.fields[label]}"), BarColumn(), TaskProgressColumn(),
-                      TimeElapsedColumn(), TextColumn("{task.description}"),
-                      console=err, transient=False, disable=quiet) as progress:
+        with Progress(
+            TextColumn("[bold]{task.fields[label]}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=err,
+            transient=False,
+            disable=quiet,
+        ) as progress:
             task = progress.add_task(job["state"], total=1.0, label=f"{job['type']} {job_id}")
             for event in client.events(job_id):
                 data = event.data
@@ -178,8 +195,9 @@ def download_artifacts(client: MediaflowClient, job: dict[str, Any], dest: Path)
     return written
 
 
-def finish(client: MediaflowClient, job: dict[str, Any], out_dir: Path | None, quiet: bool = False
-           ) -> tuple[dict[str, Any], list[Path]]:
+def finish(
+    client: MediaflowClient, job: dict[str, Any], out_dir: Path | None, quiet: bool = False
+) -> tuple[dict[str, Any], list[Path]]:
     """Follow, then download on success or fail with the job's error code."""
     final = follow(client, job, quiet=quiet)
     if final["state"] != "succeeded":
@@ -206,12 +224,15 @@ def coverage_line(metrics: dict[str, Any] | None) -> str | None:
         return None
     speech, covered = metrics["speech_seconds"], metrics["covered_speech_seconds"]
     share = f" ({covered / speech:.0%})" if speech else ""
-    return (f"speech {speech:.1f} s, covered by words {covered:.1f} s{share}, "
-            f"windows decoded again {metrics.get('redecoded_windows', 0)}")
+    return (
+        f"speech {speech:.1f} s, covered by words {covered:.1f} s{share}, "
+        f"windows decoded again {metrics.get('redecoded_windows', 0)}"
+    )
 
 
-def submit_and_finish(client: MediaflowClient, body: dict[str, Any], out_dir: Path | None, detach: bool,
-                      quiet: bool = False) -> tuple[dict[str, Any], list[Path]]:
+def submit_and_finish(
+    client: MediaflowClient, body: dict[str, Any], out_dir: Path | None, detach: bool, quiet: bool = False
+) -> tuple[dict[str, Any], list[Path]]:
     job = client.submit(body, idempotency_key=str(uuid.uuid4()))
     if detach:
         out.print(job["id"])
@@ -237,9 +258,12 @@ DetachOption = Annotated[bool, typer.Option("--detach", "-d", help="submit, prin
 def up(
     port: Annotated[int, typer.Option(help="gateway port")] = 8000,
     host: Annotated[str, typer.Option(help="gateway address (0.0.0.0 to serve the network)")] = "127.0.0.1",
-    data_dir: Annotated[Path | None, typer.Option(help="Valkey data, storage, logs, API key "
-                                                       "[default: $MEDIAFLOW_DATA_DIR or ~/.local/share/mediaflow]")
-                        ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Valkey data, storage, logs, API key [default: $MEDIAFLOW_DATA_DIR or ~/.local/share/mediaflow]"
+        ),
+    ] = None,
     workers: Annotated[str, typer.Option(help="comma list of the workers to run")] = ",".join(WORKER_KINDS),
 ) -> None:
     """Run the whole stack on this machine until Ctrl-C: Valkey, the gateway and the workers."""
@@ -277,10 +301,8 @@ def transcribe(
     diarize: Annotated[bool, typer.Option("--diarize", help="label speakers")] = False,
     min_speakers: Annotated[int | None, typer.Option()] = None,
     max_speakers: Annotated[int | None, typer.Option()] = None,
-    formats: Annotated[str | None, typer.Option(help="comma list of srt,vtt,scc,ass,json,txt [default: all]")
-                       ] = None,
-    speaker_labels: Annotated[bool, typer.Option("--speaker-labels", help="prefix captions with speakers")
-                              ] = False,
+    formats: Annotated[str | None, typer.Option(help="comma list of srt,vtt,scc,ass,json,txt [default: all]")] = None,
+    speaker_labels: Annotated[bool, typer.Option("--speaker-labels", help="prefix captions with speakers")] = False,
     out_dir: OutOption = None,
     detach: DetachOption = False,
 ) -> None:
@@ -299,7 +321,8 @@ def transcribe(
     with api_errors(), connect(workers=("transcriber", "compositor")) as client:
         media_id = upload(client, file)
         _final, files = submit_and_finish(
-            client, {"type": "transcribe", "input": {"media_id": media_id}, "options": options}, out_dir, detach)
+            client, {"type": "transcribe", "input": {"media_id": media_id}, "options": options}, out_dir, detach
+        )
         _print_transcript(files)
 
 
@@ -327,8 +350,9 @@ def caption(
         options["output"] = output
     with api_errors(), connect(workers=("transcriber", "compositor")) as client:
         media_id = upload(client, video)
-        submit_and_finish(client, {"type": "caption", "input": {"media_id": media_id}, "options": options},
-                          out_dir, detach)
+        submit_and_finish(
+            client, {"type": "caption", "input": {"media_id": media_id}, "options": options}, out_dir, detach
+        )
 
 
 LOCAL_MEDIA_KEYS = ("file", "path")
@@ -353,8 +377,9 @@ def _upload_timeline_media(client: MediaflowClient, node: Any, base: Path, serve
 @app.command()
 def compose(
     timeline: Annotated[Path, typer.Argument(help="JSON: a compose job body, or just its options")],
-    server_paths: Annotated[bool, typer.Option("--server-paths", help="send `path` entries as server-side "
-                                                                       "paths instead of uploading them")] = False,
+    server_paths: Annotated[
+        bool, typer.Option("--server-paths", help="send `path` entries as server-side paths instead of uploading them")
+    ] = False,
     out_dir: OutOption = None,
     detach: DetachOption = False,
 ) -> None:
@@ -384,8 +409,9 @@ def probe(
     with api_errors(), connect(workers=("compositor",)) as client:
         media_id = upload(client, file)
         options = {"hold_seconds": hold_seconds} if hold_seconds else {}
-        final, _ = submit_and_finish(client, {"type": "probe", "input": {"media_id": media_id}, "options": options},
-                                     None, detach, quiet=False)
+        final, _ = submit_and_finish(
+            client, {"type": "probe", "input": {"media_id": media_id}, "options": options}, None, detach, quiet=False
+        )
         if not detach:
             out.print_json(data=final.get("result") or {})
 
@@ -393,8 +419,7 @@ def probe(
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="where the outputs go")] = Path("out/demo"),
-    sample: Annotated[Path | None, typer.Option(help=f"media to caption [default: the bundled {DEMO_SAMPLE}]")
-                      ] = None,
+    sample: Annotated[Path | None, typer.Option(help=f"media to caption [default: the bundled {DEMO_SAMPLE}]")] = None,
     job: Annotated[str, typer.Option(help="caption | transcribe")] = "caption",
 ) -> None:
     """Start an embedded stack, caption a bundled sample, print where the outputs are, stop."""
@@ -407,8 +432,11 @@ def demo(
         if job == "transcribe":
             body: dict[str, Any] = {"type": "transcribe", "input": {"media_id": media_id}, "options": {}}
         else:
-            body = {"type": "caption", "input": {"media_id": media_id},
-                    "options": {"mode": "both", "output": {"resolution": "1280x720", "quality": "standard"}}}
+            body = {
+                "type": "caption",
+                "input": {"media_id": media_id},
+                "options": {"mode": "both", "output": {"resolution": "1280x720", "quality": "standard"}},
+            }
         final, files = submit_and_finish(client, body, out_dir, detach=False)
     _print_transcript(files)
     out.print(f"\n[bold green]demo done[/]: {final['type']} job {final['id']} → outputs in {out_dir.resolve()}")
@@ -424,18 +452,13 @@ def demo(
 
 
 def find_sample() -> Path | None:
-    """The demo sample is the test fixture of the repository (no second copy is kept): found from
-    the installed package (editable install in the repo) or the working directory."""
-    starts = [Path(__file__).resolve(), Path.cwd().resolve()]
-    for start in starts:
-        for parent in [start, *start.parents]:
-            candidate = parent / REPO_MEDIA / DEMO_SAMPLE
-            if candidate.is_file():
-                return candidate
-    return None
+    """The demo sample, shipped as package data."""
+    sample = Path(str(resources.files("mediaflow.cli") / "samples" / DEMO_SAMPLE))
+    return sample if sample.is_file() else None
 
 
 # ---- jobs and queues ------------------------------------------------------------------------
+
 
 def _fmt_time(value: str | None) -> str:
     return (value or "")[:19].replace("T", " ")
@@ -459,8 +482,15 @@ def jobs_ls(
     for job in items:
         error = job.get("error") or {}
         detail = f"{error.get('code')}: {error.get('message')}" if error else job.get("stage", "")
-        table.add_row(job["id"], job["type"], job["state"], f"{float(job.get('progress') or 0):.0%}",
-                      str(job.get("attempt", "")), _fmt_time(job.get("created_at")), escape(str(detail)))
+        table.add_row(
+            job["id"],
+            job["type"],
+            job["state"],
+            f"{float(job.get('progress') or 0):.0%}",
+            str(job.get("attempt", "")),
+            _fmt_time(job.get("created_at")),
+            escape(str(detail)),
+        )
     out.print(table)
 
 
@@ -482,8 +512,7 @@ def jobs_cancel(job_id: str) -> None:
 @jobs_app.command("retry")
 def jobs_retry(
     job_id: str,
-    follow_job: Annotated[bool, typer.Option("--follow", "-f", help="show progress and download artifacts")
-                          ] = False,
+    follow_job: Annotated[bool, typer.Option("--follow", "-f", help="show progress and download artifacts")] = False,
     out_dir: OutOption = None,
 ) -> None:
     """Retry a failed or cancelled job (a new attempt of the same id)."""
@@ -511,16 +540,22 @@ def queues(as_json: Annotated[bool, typer.Option("--json", help="print the JSON"
     if isinstance(queue_rows, dict):
         queue_rows = [{"name": k, **v} for k, v in queue_rows.items()]
     for q in queue_rows:
-        table.add_row(_short(q.get("name")), *(str(q.get(k, "")) for k in
-                                                              ("queued", "running", "deferred", "succeeded", "failed")))
+        table.add_row(
+            _short(q.get("name")),
+            *(str(q.get(k, "")) for k in ("queued", "running", "deferred", "succeeded", "failed")),
+        )
     out.print(table)
     workers = Table("worker", "queue", "current jobs", "heartbeat", "draining", title="workers")
     for q in queue_rows:
         for w in q.get("workers") or []:
             age = w.get("heartbeat_age_s")
-            workers.add_row(str(w.get("id")), _short(q.get("name")), ", ".join(w.get("jobs") or []) or "—",
-                            f"{age:.1f} s ago" if isinstance(age, int | float) else "?",
-                            "yes" if w.get("draining") else "")
+            workers.add_row(
+                str(w.get("id")),
+                _short(q.get("name")),
+                ", ".join(w.get("jobs") or []) or "—",
+                f"{age:.1f} s ago" if isinstance(age, int | float) else "?",
+                "yes" if w.get("draining") else "",
+            )
     out.print(workers)
 
 

@@ -1,24 +1,12 @@
-"""Queue keys (the contract KEDA scales on), routing, and the ARQ function names per job type."""
+"""Routing: which queue (worker pool) runs a job, its time limit, and its ARQ function name."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .jobs import JobType
-from .settings import Settings
-
-TRANSCRIBE_QUEUE = "mediaflow:queue:transcribe"
-COMPOSE_QUEUE = "mediaflow:queue:compose"
-COMPOSE_HEAVY_QUEUE = "mediaflow:queue:compose-heavy"
-ALL_QUEUES = (TRANSCRIBE_QUEUE, COMPOSE_QUEUE, COMPOSE_HEAVY_QUEUE)
-
-# The list an enqueue pushes to so that an idle worker on that queue wakes at once instead of polling.
-WAKE_PREFIX = "mediaflow:wake:"
-
-
-def wake_key(queue: str) -> str:
-    return WAKE_PREFIX + queue
-
+from ..settings import Settings
+from .keys import COMPOSE_HEAVY_QUEUE, COMPOSE_QUEUE, TRANSCRIBE_QUEUE
+from .model import JobType
 
 # One ARQ function per job type; the worker pool that owns the queue registers it.
 FUNCTION_FOR_TYPE: dict[JobType, str] = {

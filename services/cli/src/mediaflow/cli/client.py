@@ -55,8 +55,7 @@ class MediaflowClient:
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=self.base_url, headers=headers,
-                                 timeout=httpx.Timeout(timeout, connect=10.0))
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0))
 
     def close(self) -> None:
         self.http.close()
@@ -89,8 +88,12 @@ class MediaflowClient:
             raise ApiError(0, "file_not_found", f"{path} is not a file")
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         with path.open("rb") as stream:
-            return self._request("POST", "/v1/media", files={"file": (path.name, stream, content_type)},
-                                 timeout=httpx.Timeout(None, connect=10.0)).json()
+            return self._request(
+                "POST",
+                "/v1/media",
+                files={"file": (path.name, stream, content_type)},
+                timeout=httpx.Timeout(None, connect=10.0),
+            ).json()
 
     # ---- jobs -------------------------------------------------------------------------------
     def submit(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
@@ -100,10 +103,12 @@ class MediaflowClient:
     def job(self, job_id: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/jobs/{job_id}").json()
 
-    def jobs(self, state: str | None = None, type: str | None = None, limit: int = 20,
-             cursor: str | None = None) -> dict[str, Any]:
-        params = {k: v for k, v in {"state": state, "type": type, "limit": limit, "cursor": cursor}.items()
-                  if v is not None}
+    def jobs(
+        self, state: str | None = None, type: str | None = None, limit: int = 20, cursor: str | None = None
+    ) -> dict[str, Any]:
+        params = {
+            k: v for k, v in {"state": state, "type": type, "limit": limit, "cursor": cursor}.items() if v is not None
+        }
         return self._request("GET", "/v1/jobs", params=params).json()
 
     def cancel(self, job_id: str) -> dict[str, Any]:
@@ -123,9 +128,13 @@ class MediaflowClient:
         failures = 0
         while True:
             try:
-                with connect_sse(self.http, "GET", f"/v1/jobs/{job_id}/events",
-                                 headers={"Last-Event-ID": last},
-                                 timeout=httpx.Timeout(None, connect=10.0)) as source:
+                with connect_sse(
+                    self.http,
+                    "GET",
+                    f"/v1/jobs/{job_id}/events",
+                    headers={"Last-Event-ID": last},
+                    timeout=httpx.Timeout(None, connect=10.0),
+                ) as source:
                     _raise_for_problem(source.response)
                     for sse in source.iter_sse():
                         if sse.id:
@@ -138,8 +147,11 @@ class MediaflowClient:
                             data = {"message": sse.data}
                         yield JobEvent(id=sse.id, event=sse.event, data=data)
                         failures = 0
-                        if (sse.event == "state" and data.get("state") in TERMINAL_STATES
-                                and self.job(job_id)["state"] in TERMINAL_STATES):
+                        if (
+                            sse.event == "state"
+                            and data.get("state") in TERMINAL_STATES
+                            and self.job(job_id)["state"] in TERMINAL_STATES
+                        ):
                             return  # (a replayed end of an attempt that was retried since goes on)
             except (httpx.TransportError, SSEError) as exc:
                 failures += 1

@@ -12,16 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import pipeline
-from .errors import InvalidInput
-from .fetch import fetch_url, redacted, url_suffix
-from .jobs import Artifact, Job, JobState
-from .settings import Settings
-from .storage import Storage, allowed_path
-from .store import JobStore
-from .telemetry import stage_span
+from ..errors import InvalidInput
+from ..fetch import fetch_url, redacted, url_suffix
+from ..jobs import keys
+from ..jobs.family import Workflows, child_progress
+from ..jobs.model import Artifact, Job, JobState
+from ..jobs.store import Events, JobStore
+from ..settings import Settings
+from ..storage import Storage, allowed_path
+from ..telemetry import stage_span
 
 T = TypeVar("T")
+
+# Returned by a parent's handler: "my children finish me" (jobs/family.py); the job stays running.
+DETACHED: dict[str, Any] = {"detached": True}
 
 
 class JobCancelled(Exception):
@@ -37,15 +41,15 @@ class JobContext:
     storage: Storage
     settings: Settings
     worker_id: str
+    workflows: Workflows = field(default_factory=dict)  # parents' workflows, for progress roll-up
     artifacts: list[Artifact] = field(default_factory=list)
     cancel_event: threading.Event = field(default_factory=threading.Event)
-    # The write of the running record, still in flight when the handler starts (worker.py).
+    # The write of the running record, still in flight when the handler starts (attempts.py).
     started: Awaitable[bool] | None = None
     _last_progress: float = 0.0
     _loop: asyncio.AbstractEventLoop | None = None
 
-    async def progress(self, fraction: float, stage: str | None = None, message: str = "",
-                       force: bool = False) -> None:
+    async def progress(self, fraction: float, stage: str | None = None, message: str = "", force: bool = False) -> None:
         """Report progress (0..1). Throttled to one event per `progress_interval` unless the stage
         changes or `force` is set."""
         fraction = min(max(fraction, 0.0), 1.0)
@@ -57,7 +61,7 @@ class JobContext:
         if self.started is not None:
             await self.started  # after the running record, never before it
 
-        def mutate(job: Job) -> list[tuple[str, dict[str, Any]]]:
+        def mutate(job: Job) -> Events:
             job.progress = max(job.progress, fraction) if stage is None or not stage_changed else fraction
             if stage is not None:
                 job.stage = stage
@@ -67,8 +71,8 @@ class JobContext:
         self.job = await self.store.update(self.job.id, mutate, known=self.job)
         if self.job.state == JobState.cancelling:
             self.cancel_event.set()
-        if self.job.parent_id:  # pipelines: a child's progress shows, weighted, on its parent (pipeline.py)
-            await pipeline.rollup_progress(self.store, self.job, fraction, message)
+        if self.job.parent_id:  # a child's progress shows on its parent, as the parent's workflow weighs it
+            await child_progress(self.store, self.job, fraction, message, self.workflows)
 
     def progress_threadsafe(self, fraction: float, stage: str | None = None, message: str = "") -> None:
         """Progress from a worker thread; raises JobCancelled once the job is cancelled."""
@@ -139,19 +143,19 @@ class JobContext:
 
         return report
 
-    def artifact_key(self, name: str) -> str:
-        return f"jobs/{self.job.id}/{name}"
-
     async def write_artifact(self, name: str, src: Path | bytes, content_type: str) -> Artifact:
-        key = self.artifact_key(name)
+        key = keys.artifact(self.job.id, name)
         if isinstance(src, bytes | bytearray):
+
             def put() -> int:
                 with self.storage.writer(key) as out:
                     out.write(src)
                 return len(src)
         else:
+
             def put() -> int:
                 return self.storage.put_file(key, src)
+
         size = await asyncio.to_thread(put)
         artifact = Artifact(name=name, size=size, content_type=content_type)
         self.artifacts = [a for a in self.artifacts if a.name != name] + [artifact]

