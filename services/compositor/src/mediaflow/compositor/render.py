@@ -61,17 +61,7 @@ async def render(req: RenderRequest) -> dict[str, Any]:
     loudnorm = plan.options.output.loudnorm
     size = req.config.chunk_items
     if len(plan.items) <= size:
-        await _render_graph(
-            req,
-            plan,
-            req.out,
-            burn=req.burn,
-            soft=req.soft,
-            loudnorm=loudnorm,
-            done=0.0,
-            total=plan.total_duration,
-            label="render",
-        )
+        await _render_output(req, plan, done=0.0, total=plan.total_duration, label="render")
         return {"strategy": "single-graph", "chunks": 1}
 
     groups = [plan.items[i : i + size] for i in range(0, len(plan.items), size)]
@@ -113,17 +103,7 @@ async def render(req: RenderRequest) -> dict[str, Any]:
         for k, (f, info, sp) in enumerate(zip(chunk_files, infos, subplans, strict=True))
     ]
     final = Plan(plan.options, items, plan.captions, {})
-    await _render_graph(
-        req,
-        final,
-        req.out,
-        burn=req.burn,
-        soft=req.soft,
-        loudnorm=loudnorm,
-        done=chunk_total,
-        total=total,
-        label="join",
-    )
+    await _render_output(req, final, done=chunk_total, total=total, label="join")
     return {"strategy": "chunked-final-graph", "chunks": len(groups)}
 
 
@@ -155,6 +135,21 @@ def concat_join_args(
         for arg in (f"-{key}", str(output_kwargs[key]))
     ]
     return [*args, *maps, "-c:v", "copy", *audio, "-movflags", "+faststart", str(out)]
+
+
+async def _render_output(req: RenderRequest, plan: Plan, *, done: float, total: float, label: str) -> None:
+    """The graph that writes the job's output: its captions and loudness normalisation go in here."""
+    await _render_graph(
+        req,
+        plan,
+        req.out,
+        burn=req.burn,
+        soft=req.soft,
+        loudnorm=plan.options.output.loudnorm,
+        done=done,
+        total=total,
+        label=label,
+    )
 
 
 async def _render_graph(

@@ -1,4 +1,4 @@
-"""Validated options per job type (the `POST /v1/jobs` bodies of design.md).
+"""Validated options per job type (the `POST /v1/jobs` bodies of docs/design.md, "Job bodies").
 
 The gateway validates with these before anything is enqueued; workers parse the same models, so a
 job that was accepted is one a worker understands.
