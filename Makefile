@@ -12,7 +12,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export HF_HUB_OFFLINE := 1
 export PYANNOTE_METRICS_ENABLED := false
 
-.PHONY: demo test install system-deps lint checks protos bench clean
+.PHONY: demo test install system-deps lint checks fuzz protos bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -31,6 +31,11 @@ test: install
 	@scripts/system-deps.sh test
 	@$(MAKE) --no-print-directory checks
 	$(VENV)/bin/python -m pytest -ra
+
+# Schemathesis over the OpenAPI document against a real gateway alone (all checks, stateful phase,
+# >= 1,000 requests; about a minute; `make test` runs it with everything else).
+fuzz:
+	$(VENV)/bin/python -m pytest -ra tests/integration/test_gateway_fuzz.py
 
 lint: install
 	@$(MAKE) --no-print-directory checks

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages mediaflow needs (Debian/Ubuntu), only those that are missing.
 #   scripts/system-deps.sh runtime   ffmpeg (with libass, libx264)
-#   scripts/system-deps.sh test      + chromium (web page tests), espeak-ng
+#   scripts/system-deps.sh test      + chromium (web page tests), espeak-ng, prometheus (worker metrics test)
 set -euo pipefail
 want=(ffmpeg)
-[ "${1:-runtime}" = "test" ] && want+=(chromium espeak-ng)
+[ "${1:-runtime}" = "test" ] && want+=(chromium espeak-ng prometheus)
 missing=()
 for pkg in "${want[@]}"; do
   case "$pkg" in

@@ -56,6 +56,7 @@ def settings(redis_url: str, tmp_path: Path) -> Settings:
         lease_seconds=3.0,
         job_completion_wait=10,
         progress_interval=0.1,
+        test_hooks=True,  # probe jobs of media named hold-<seconds>s.* hold their worker
     )
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +20,20 @@ from up_support import MEDIAFLOW, UpProcess, clean_env, cli, wait_until
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProcess]:
-    up = UpProcess(tmp_path_factory.mktemp("cli-up") / "data", workers="compositor").start()
+    # test hooks: a probe of media named hold-<seconds>s.* holds its worker that long
+    up = UpProcess(
+        tmp_path_factory.mktemp("cli-up") / "data", workers="compositor", env=clean_env(MEDIAFLOW_TEST_HOOKS="true")
+    ).start()
     up.wait_for(r"compositor ready", 60)
     yield up
     up.stop()
+
+
+def held_copy(media: Path, folder: Path, seconds: int) -> Path:
+    """jfk.flac under a name that makes its probe hold the worker `seconds` (MEDIAFLOW_TEST_HOOKS)."""
+    copy = folder / f"hold-{seconds}s.flac"
+    shutil.copyfile(media / "jfk.flac", copy)
+    return copy
 
 
 def test_probe_then_jobs_ls_show_and_queues(server: UpProcess, media: Path, tmp_path: Path) -> None:
@@ -95,15 +107,28 @@ def test_invalid_options_are_refused_by_the_server(server: UpProcess, media: Pat
     assert "error: invalid_options:" in run.stderr
 
 
-def test_ctrl_c_cancels_the_running_job(server: UpProcess, media: Path, tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [MEDIAFLOW, "probe", str(media / "jfk.flac"), "--hold-seconds", "30"],
+def follow_a_held_job(server: UpProcess, media: Path, folder: Path, *, sigint: str) -> subprocess.Popen[str]:
+    """The CLI submitting and following a job that keeps its worker busy for 30 s (the one place that
+    says how such a job is made). `sigint`: the SIGINT disposition the CLI inherits - "default" as
+    from an interactive shell, "ignored" as a background job of a non-interactive shell gets it."""
+    disposition = signal.SIG_IGN if sigint == "ignored" else signal.SIG_DFL
+    return subprocess.Popen(
+        [MEDIAFLOW, "probe", str(held_copy(media, folder, 30))],
         env=server.client_env(),
-        cwd=tmp_path,
+        cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, disposition),
     )
+
+
+CTRL_C_EXIT_S = 5.0
+
+
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_ctrl_c_cancels_the_running_job(server: UpProcess, media: Path, tmp_path: Path, sigint: str) -> None:
+    proc = follow_a_held_job(server, media, tmp_path, sigint=sigint)
 
     def running_job() -> str | None:
         jobs = httpx.get(
@@ -113,7 +138,13 @@ def test_ctrl_c_cancels_the_running_job(server: UpProcess, media: Path, tmp_path
 
     job_id = wait_until(running_job, 30, what="the probe job to run")
     proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=30)
+    sent = time.monotonic()
+    try:
+        _out, err = proc.communicate(timeout=CTRL_C_EXIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"the CLI did not exit within {CTRL_C_EXIT_S} s of Ctrl-C") from None
+    print(f"ctrl-c exit after {time.monotonic() - sent:.2f} s (SIGINT {sigint})")
     assert proc.returncode == 130, err
     assert f"cancelling {job_id}" in err
 
@@ -148,7 +179,7 @@ def test_embedded_stack_runs_the_job_and_leaves_nothing_running(media: Path, tmp
 
 def test_retry_follow_waits_for_the_new_attempt(server: UpProcess, media: Path, tmp_path: Path) -> None:
     env = server.client_env()
-    submitted = cli("probe", str(media / "jfk.flac"), "--hold-seconds", "8", "--detach", env=env)
+    submitted = cli("probe", str(held_copy(media, tmp_path, 8)), "--detach", env=env)
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"j_\w+", job_id)

@@ -16,7 +16,7 @@ import redis as redis_sync
 from up_support import UpProcess, clean_env, cli, port_open, wait_until
 
 
-def submit_probe(up: UpProcess, media_file: Path, hold: float = 0.0) -> str:
+def submit_probe(up: UpProcess, media_file: Path) -> str:
     with media_file.open("rb") as fh:
         media = httpx.post(
             f"{up.url}/v1/media", headers=up.headers(), files={"file": (media_file.name, fh)}, timeout=60
@@ -29,7 +29,6 @@ def submit_probe(up: UpProcess, media_file: Path, hold: float = 0.0) -> str:
         json={
             "type": "probe",
             "input": {"media_id": media.json()["id"]},
-            "options": {"hold_seconds": hold} if hold else {},
         },
     )
     assert job.status_code == 202, job.text

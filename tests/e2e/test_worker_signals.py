@@ -42,6 +42,7 @@ async def workers(redis_url: str, tmp_path: Path) -> AsyncIterator[Callable[...,
             MEDIAFLOW_LEASE_SECONDS=str(LEASE_SECONDS),
             MEDIAFLOW_JOB_COMPLETION_WAIT=str(job_completion_wait),
             MEDIAFLOW_PROGRESS_INTERVAL="0.1",
+            MEDIAFLOW_TEST_HOOKS="true",
             MEDIAFLOW_COMPOSITOR_GRPC_PORT=str(free_port()),
         )
         log = (tmp_path / f"worker-{len(started)}.log").open("wb")
@@ -65,17 +66,13 @@ async def workers(redis_url: str, tmp_path: Path) -> AsyncIterator[Callable[...,
 @pytest.fixture
 async def probe_job(redis, tmp_path: Path, media: Path) -> Callable[[float], asyncio.Future]:
     storage = open_storage(f"file://{tmp_path / 'storage'}")
-    storage.put_file("media/m_signals/jfk.flac", media / "jfk.flac")
     dispatcher = Dispatcher(redis)
 
     async def submit(hold_seconds: float) -> Job:
-        job = Job(
-            id=new_job_id(),
-            type=JobType.probe,
-            queue=COMPOSE_QUEUE,
-            input={"storage_key": "media/m_signals/jfk.flac"},
-            options={"hold_seconds": hold_seconds},
-        )
+        key = f"media/m_signals/hold-{hold_seconds:g}s.flac"  # the workers hold it that long (test hooks)
+        if not storage.exists(key):
+            storage.put_file(key, media / "jfk.flac")
+        job = Job(id=new_job_id(), type=JobType.probe, queue=COMPOSE_QUEUE, input={"storage_key": key})
         await dispatcher.submit(job)
         return job
 
@@ -173,3 +170,38 @@ async def test_sigterm_with_short_drain_requeues_without_using_a_try(redis, work
     assert done.state == JobState.succeeded and done.attempt == 1
     states = [e["state"] for e in await state_events(store, job.id)]
     assert states == ["queued", "running", "queued", "running", "succeeded"]
+
+
+async def test_random_sigkills_over_a_hundred_jobs_leave_none_stuck(redis, workers, probe_job, tmp_path):
+    """Workers are SIGKILLed at random while 100 jobs run: every job ends, none is stuck, and none
+    succeeds twice (a job killed on each of its tries ends failed with max_attempts_exceeded)."""
+    import random
+
+    store = JobStore(redis)
+    pool = [workers() for _ in range(3)]
+    jobs = [await probe_job(0.3) for _ in range(100)]
+    rng, kills = random.Random(7), 0
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        ended = [j for j in await store.get_many([job.id for job in jobs]) if j.terminal]
+        if len(ended) == len(jobs):
+            break
+        if kills < 12:  # a kill every ~1.5 s, then let the pool drain the rest
+            victim = pool.pop(rng.randrange(len(pool)))
+            os.killpg(victim.pid, signal.SIGKILL)
+            await wait_exit(victim, 10)
+            kills += 1
+            pool.append(workers())
+        await asyncio.sleep(1.5)
+    final = await store.get_many([job.id for job in jobs])
+    stuck = [(j.id, j.state.value, j.attempt) for j in final if not j.terminal]
+    assert not stuck, f"{len(stuck)} jobs never ended: {stuck[:5]}"
+    for job in final:
+        states = [e["state"] for e in await state_events(store, job.id)]
+        assert states.count("succeeded") + states.count("failed") == 1, (job.id, states)
+        if job.state == JobState.failed:
+            assert job.error is not None and job.error.code == "max_attempts_exceeded"
+        else:
+            assert job.state == JobState.succeeded and job.result["duration"] == pytest.approx(11.0, abs=0.05)
+    assert kills >= 10
+    assert sum(j.state == JobState.succeeded for j in final) >= 90

@@ -3,6 +3,7 @@ code (queue keys, settings, drain timings) for the default values and every ci/*
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -91,11 +92,12 @@ def test_validators_reject_broken_objects(
     rendered: dict[str, list[Manifest]], keda_schemas: dict[tuple[str, str], dict[str, Any]]
 ) -> None:
     """The two validators above really check: a typo in a Deployment or a ScaledObject is caught."""
-    deployment = by_kind(rendered["default"], "Deployment")[GATEWAY]
+    # broken on copies: the rendered manifests are shared by the whole session
+    deployment = copy.deepcopy(by_kind(rendered["default"], "Deployment")[GATEWAY])
     deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
-    scaled = next(iter(by_kind(rendered["default"], "ScaledObject").values()))
+    scaled = copy.deepcopy(next(iter(by_kind(rendered["default"], "ScaledObject").values())))
     schema = keda_schemas[(scaled["apiVersion"], "ScaledObject")]
     scaled["spec"]["minReplicas"] = 0
     assert list(jsonschema.Draft7Validator(schema).iter_errors(scaled))
@@ -369,6 +371,7 @@ def test_bundled_redis_persists_with_aof(rendered: dict[str, list[Manifest]]) ->
     args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--appendonly") + 1] == "yes"
     assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert args[args.index("--maxmemory") + 1] == "768mb"  # bounded: writes fail, Valkey is not OOM-killed
     assert redis["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
     assert not by_kind(rendered["external-redis"], "StatefulSet")
 

@@ -68,9 +68,13 @@ async def running_compositor(settings: Settings, handlers: dict[JobType, Handler
         await worker.close()
 
 
-async def upload(client: httpx.AsyncClient, path: Any, headers: dict[str, str] = ALICE) -> httpx.Response:
+async def upload(
+    client: httpx.AsyncClient, path: Any, headers: dict[str, str] = ALICE, name: str | None = None
+) -> httpx.Response:
+    """Upload `path` (as `name`: `hold-<seconds>s.flac` makes a probe of it hold its worker, with the
+    test settings' test_hooks)."""
     with open(path, "rb") as fh:
-        return await client.post("/v1/media", files={"file": (path.name, fh)}, headers=headers)
+        return await client.post("/v1/media", files={"file": (name or path.name, fh)}, headers=headers)
 
 
 async def wait_terminal(

@@ -27,7 +27,7 @@ async def client(redis, gw_settings):
 async def test_health_ready_metrics_and_docs(client):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok", "storage": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"redis": "ok", "storage": "ok", "headroom": "ok"}
     spec = (await client.get("/openapi.json")).json()
     for path in (
         "/v1/media",
@@ -211,7 +211,7 @@ async def test_submit_get_list_cancel_retry(client, media):
     job = created.json()
     assert created.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["state"] == "queued" and job["queue"] == "mediaflow:queue:compose"
-    assert job["max_attempts"] == 3 and job["options"] == {"hold_seconds": 0.0}
+    assert job["max_attempts"] == 3 and job["options"] == {}
     assert "tenant" not in job and "traceparent" not in job
     assert (await client.get(f"/v1/jobs/{job['id']}", headers=ALICE)).json() == job
 
@@ -269,7 +269,7 @@ async def test_idempotency_key_returns_the_same_job(client, media, redis):
     assert other.json()["id"] != first.json()["id"]
     assert await redis.zcard("mediaflow:queue:compose") == 2
     # the same key with a different body is an error, not a silent replay of the first job
-    changed = {"type": "probe", "input": {"path": str(media / "jfk.flac")}, "options": {"hold_seconds": 1}}
+    changed = {"type": "probe", "input": {"path": str(media / "jfk_talk.mp4")}}
     reused = await client.post("/v1/jobs", headers={**ALICE, "Idempotency-Key": "abc-1"}, json=changed)
     assert_problem(reused, 422, "idempotency_key_reused")
     assert await redis.zcard("mediaflow:queue:compose") == 2

@@ -48,14 +48,8 @@ async def collect(client, job_id: str, headers: dict[str, str], **kw) -> list:
 
 
 async def test_probe_job_runs_and_streams_events(stack, media):
-    m = (await upload(stack, media / "jfk.flac")).json()
-    job = (
-        await stack.post(
-            "/v1/jobs",
-            headers=ALICE,
-            json={"type": "probe", "input": {"media_id": m["id"]}, "options": {"hold_seconds": 0.5}},
-        )
-    ).json()
+    m = (await upload(stack, media / "jfk.flac", name="hold-0.5s.flac")).json()
+    job = (await stack.post("/v1/jobs", headers=ALICE, json={"type": "probe", "input": {"media_id": m["id"]}})).json()
     events = await asyncio.wait_for(collect(stack, job["id"], ALICE), 30)  # ends by itself after `succeeded`
     states = [json.loads(e.data)["state"] for e in events if e.event == "state"]
     assert states == ["queued", "running", "succeeded"]
@@ -83,14 +77,8 @@ async def test_probe_job_runs_and_streams_events(stack, media):
 
 
 async def test_sse_follows_a_live_job_with_pings_until_cancelled(stack, media):
-    m = (await upload(stack, media / "jfk.flac")).json()
-    job = (
-        await stack.post(
-            "/v1/jobs",
-            headers=ALICE,
-            json={"type": "probe", "input": {"media_id": m["id"]}, "options": {"hold_seconds": 60}},
-        )
-    ).json()
+    m = (await upload(stack, media / "jfk.flac", name="hold-60s.flac")).json()
+    job = (await stack.post("/v1/jobs", headers=ALICE, json={"type": "probe", "input": {"media_id": m["id"]}})).json()
     events: list[tuple[str, dict]] = []
     pings = 0
     cancelled = False
@@ -154,12 +142,9 @@ async def test_artifact_download_with_range(stack, media):
 
 async def test_queues_show_workers_and_running_jobs(stack, media):
     m = (await upload(stack, media / "jfk.flac")).json()
+    hold = (await upload(stack, media / "jfk.flac", name="hold-30s.flac")).json()
     held = (
-        await stack.post(
-            "/v1/jobs",
-            headers=ALICE,
-            json={"type": "probe", "input": {"media_id": m["id"]}, "options": {"hold_seconds": 30}},
-        )
+        await stack.post("/v1/jobs", headers=ALICE, json={"type": "probe", "input": {"media_id": hold["id"]}})
     ).json()
     waiting = (
         await stack.post("/v1/jobs", headers=ALICE, json={"type": "probe", "input": {"media_id": m["id"]}})

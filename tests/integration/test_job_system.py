@@ -26,19 +26,24 @@ from mediaflow.compositor import jobs as compositor_jobs
 KEY = "media/m_fixture/jfk.flac"
 
 
+HOLD_30 = "media/m_fixture/hold-30s.flac"  # a probe of it holds its worker 30 s (Settings.test_hooks)
+
+
 @pytest.fixture
 def stored(settings: Settings, media) -> Settings:
-    open_storage(settings.storage_url).put_file(KEY, media / "jfk.flac")
+    storage = open_storage(settings.storage_url)
+    for key in (KEY, HOLD_30):
+        storage.put_file(key, media / "jfk.flac")
     return settings
 
 
 def probe_job(hold: float = 0.0, **fields) -> Job:
+    assert hold in (0.0, 30), "the stored media hold 0 or 30 s"
     return Job(
         id=fields.pop("id", None) or new_job_id(),
         type=JobType.probe,
         queue=COMPOSE_QUEUE,
-        input={"storage_key": fields.pop("key", KEY)},
-        options={"hold_seconds": hold},
+        input={"storage_key": fields.pop("key", HOLD_30 if hold else KEY)},
         **fields,
     )
 
@@ -157,10 +162,10 @@ async def test_cancel_between_claim_and_start_stops_the_handler(redis, stored) -
             await asyncio.sleep(0.01)
         real_write = worker.store.write_if_unchanged
 
-        async def cancel_first(job, raw, before, events):
+        async def cancel_first(job, raw, before, events, *more, **named):
             if job.state == JobState.running and before == JobState.queued:
                 await dispatcher.cancel(job.id)
-            return await real_write(job, raw, before, events)
+            return await real_write(job, raw, before, events, *more, **named)
 
         worker.store.write_if_unchanged = cancel_first
         job, _ = await dispatcher.submit(probe_job(hold=30))
@@ -185,17 +190,17 @@ async def test_writes_ride_out_a_redis_blip(redis, stored) -> None:
         real_write = worker.store.write_if_unchanged
         failures = []
 
-        async def flaky(job, raw, before, events, cleanup=None):
+        async def flaky(job, raw, before, events, *more, **named):
             if job.state == JobState.running and before == JobState.queued and len(failures) < 2:
                 if failures:  # the second time the write lands, but its reply is lost
-                    await real_write(job, raw, before, events, cleanup)
+                    await real_write(job, raw, before, events, *more, **named)
                 failures.append("start")
                 raise RedisConnectionError("connection lost")
             if job.state == JobState.succeeded and "outcome" not in failures:
-                await real_write(job, raw, before, events, cleanup)
+                await real_write(job, raw, before, events, *more, **named)
                 failures.append("outcome")
                 raise RedisConnectionError("connection lost")
-            return await real_write(job, raw, before, events, cleanup)
+            return await real_write(job, raw, before, events, *more, **named)
 
         worker.store.write_if_unchanged = flaky
         job, _ = await dispatcher.submit(probe_job())
@@ -232,7 +237,7 @@ async def test_retry_after_cancel_of_running_job(redis, stored) -> None:
         # the retried attempt must not be hit by the abort that cancelled the first one
         await redis.set(
             f"mediaflow:job:{job.id}",
-            (await dispatcher.store.get(job.id)).model_copy(update={"options": {"hold_seconds": 0}}).internal_json(),
+            (await dispatcher.store.get(job.id)).model_copy(update={"input": {"storage_key": KEY}}).internal_json(),
         )
         await dispatcher.retry(job.id)
         done = await wait_state(dispatcher, job.id, {JobState.succeeded, JobState.cancelled, JobState.failed})

@@ -318,6 +318,43 @@ async def test_caption_job_fetches_its_url_once(redis, settings, url_server, mod
     assert {"output.mp4", "captions.srt"} <= {a.name for a in done.artifacts}
 
 
+async def test_a_retried_url_caption_job_reuses_its_download(redis, settings, url_server, models):
+    """Cancelled after the download, then retried: the retry finds the copy in storage (a new attempt
+    never deletes it) and succeeds without fetching the URL again."""
+    from mediaflow.transcriber import jobs as transcriber_jobs
+
+    cfg = allow(settings)
+    url = url_server.url("/media/grid_bbaf2n.mp4")
+    dispatcher = Dispatcher(redis)
+    parent = Job(
+        id=new_job_id(),
+        type=JobType.caption,
+        queue=COMPOSE_QUEUE,
+        input={"url": url},
+        tenant="alice",
+        options={
+            "mode": "soft",
+            "output": {"resolution": "1280x720", "fps": 25, "quality": "draft"},
+            "transcribe": {"language": "en", "summary": False},
+        },
+    )
+    await dispatcher.submit(parent)
+    async with in_process_worker(cfg, dict(COMPOSITOR_HANDLERS)):  # no transcriber yet: the step waits
+        deadline = asyncio.get_running_loop().time() + 30
+        while not (await dispatcher.store.get(parent.id)).children:
+            assert asyncio.get_running_loop().time() < deadline, "the transcribe step was never queued"
+            await asyncio.sleep(0.05)
+        await dispatcher.cancel(parent.id)
+        await wait_state(dispatcher, parent.id, {JobState.cancelled}, 30)
+        await dispatcher.retry(parent.id)
+        async with in_process_worker(cfg, {JobType.transcribe: transcriber_jobs.transcribe}, TRANSCRIBE_QUEUE):
+            done = await wait_state(
+                dispatcher, parent.id, {JobState.succeeded, JobState.failed, JobState.cancelled}, 90
+            )
+    assert done.state == JobState.succeeded, done.error
+    assert done.attempt == 2 and url_server.hits["/media/grid_bbaf2n.mp4"] == 1
+
+
 async def test_a_silent_server_times_out(redis, settings):
     """A server that accepts the connection and never answers: the read timeout ends the job."""
     before = fetch_dirs()

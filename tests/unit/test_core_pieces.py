@@ -52,19 +52,19 @@ def test_a_media_reference_names_exactly_one_source(body: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "says"),
+    ("body", "code", "says"),
     [
-        ({}, "exactly one of media_id, path, url"),
-        ({"media_id": "m_1", "path": "/a"}, "exactly one of media_id, path, url"),
-        ({"media_id": 7}, "input.media_id"),
-        ({"media": "m_1"}, "input.media"),
-        (["m_1"], "input must be an object"),
+        ({}, "invalid_input", "exactly one of media_id, path, url"),
+        ({"media_id": "m_1", "path": "/a"}, "invalid_input", "exactly one of media_id, path, url"),
+        ({"media_id": 7}, "invalid_request", "input.media_id"),
+        ({"media": "m_1"}, "invalid_request", "input.media"),
+        (["m_1"], "invalid_request", "input must be an object"),
     ],
 )
-def test_a_bad_media_reference_is_a_422_invalid_input(body: object, says: str) -> None:
+def test_a_bad_media_reference_is_a_422_with_a_code(body: object, code: str, says: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         media_ref(body)
-    assert caught.value.status == 422 and caught.value.code == "invalid_input"
+    assert caught.value.status == 422 and caught.value.code == code
     assert says in caught.value.message
 
 

@@ -167,10 +167,16 @@ compositorHeavy:
   valueFrom:
     secretKeyRef: {name: {{ . }}, key: AWS_SECRET_ACCESS_KEY}
 {{- end }}
+- name: MEDIAFLOW_GRPC_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ include "mediaflow.grpcSecretName" . }}, key: grpc-token}
 {{- with include "mediaflow.webhookSecretName" . }}
 - name: MEDIAFLOW_WEBHOOK_SECRET
   valueFrom:
     secretKeyRef: {name: {{ . }}, key: webhook-secret}
+- name: MEDIAFLOW_TENANT_WEBHOOK_SECRETS
+  valueFrom:
+    secretKeyRef: {name: {{ . }}, key: tenant-webhook-secrets, optional: true}
 {{- end }}
 {{- if .Values.otel.endpoint }}
 - name: OTEL_RESOURCE_ATTRIBUTES
@@ -228,8 +234,16 @@ seccompProfile:
 {{- end }}
 {{- end -}}
 
+{{/* The Secret holding the gRPC token shared by the gateway and the workers. */}}
+{{- define "mediaflow.grpcSecretName" -}}
+{{- default (printf "%s-grpc" (include "mediaflow.fullname" .)) .Values.grpc.existingSecret -}}
+{{- end -}}
+
 {{/* The Secret holding the webhook signing secret, or "" when webhooks are off. */}}
 {{- define "mediaflow.webhookSecretName" -}}
+{{- if and .Values.webhooks.tenantSecrets (not (or .Values.webhooks.secret .Values.webhooks.existingSecret)) -}}
+{{- fail "webhooks.tenantSecrets needs webhooks.secret (or existingSecret): it switches webhooks on and signs for the other tenants" -}}
+{{- end -}}
 {{- if .Values.webhooks.existingSecret -}}
 {{- .Values.webhooks.existingSecret -}}
 {{- else if .Values.webhooks.secret -}}

@@ -15,8 +15,10 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from mediaflow.common.settings import Settings, get_settings
 from mediaflow.common.telemetry import setup_tracing
 
-from . import routes_health, routes_jobs, routes_media, routes_openai, routes_queues, sse
+from . import routes_health, routes_jobs, routes_media, routes_openai, routes_queues, routes_status, sse
+from .guard import GuardMiddleware
 from .metrics import MetricsMiddleware
+from .openapi import install_openapi
 from .problems import install_problem_handlers
 from .services import Services
 
@@ -48,7 +50,8 @@ def create_app(settings: Settings | None = None, *, sse_ping: float = 15.0, inst
     app = FastAPI(title="mediaflow", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.services = svc
     install_problem_handlers(app)
-    for module in (routes_media, routes_jobs, sse, routes_queues, routes_openai, routes_health):
+    install_openapi(app, settings)
+    for module in (routes_media, routes_jobs, sse, routes_queues, routes_status, routes_openai, routes_health):
         app.include_router(module.router)
 
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
@@ -57,6 +60,12 @@ def create_app(settings: Settings | None = None, *, sse_ping: float = 15.0, inst
     async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
 
+    app.add_middleware(
+        GuardMiddleware,
+        keyring=lambda: svc.keyring,
+        max_json_bytes=settings.max_json_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.add_middleware(MetricsMiddleware, metrics=svc.metrics)
     provider = setup_tracing("mediaflow-api", settings)
     if instrument or (instrument is None and provider is not None):

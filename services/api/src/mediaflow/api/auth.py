@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mediaflow.common.settings import Settings
 
-from .problems import Problem
+from .problems import Problem, problem_body
 
 bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer <key>`")
 
@@ -34,7 +34,15 @@ def _unauthorized(detail: str) -> Problem:
     return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="mediaflow"'})
 
 
+def unauthorized_body(detail: str, instance: str) -> dict[str, object]:
+    return problem_body(401, "unauthorized", detail, instance=instance)
+
+
 def _resolve(request: Request, key: str | None) -> str:
+    checked = request.scope.get("mediaflow.tenant")  # GuardMiddleware already checked the key
+    if checked is not None:
+        request.state.tenant = checked
+        return str(checked)
     if not key:
         raise _unauthorized("send an API key: Authorization: Bearer <key>")
     tenant = request.app.state.services.keyring.tenant_for(key)

@@ -20,14 +20,15 @@ PROBE_DEADLINE_S = 5.0
 
 
 class CompositorProbe:
-    def __init__(self, target: str, deadline: float) -> None:
+    def __init__(self, target: str, deadline: float, token: str) -> None:
         self.target = target
+        self.token = token  # MEDIAFLOW_GRPC_TOKEN (Settings)
         self.deadline = min(deadline, PROBE_DEADLINE_S)
         self._channel: grpc.aio.Channel | None = None
 
     def _stub(self) -> compositor_pb2_grpc.CompositorStub:
         if self._channel is None:
-            self._channel = channel(self.target)
+            self._channel = channel(self.target, self.token)
         return compositor_pb2_grpc.CompositorStub(self._channel)
 
     async def probe(self, storage_key: str) -> dict[str, Any] | None:

@@ -44,6 +44,27 @@ class Metrics:
             ["queue", "outcome"],
             registry=self.registry,
         )
+        # /v1/status's verdicts per queue (routes_status.py), refreshed on every scrape.
+        self.queue_stalled = Gauge(
+            "mediaflow_queue_stalled",
+            "1 while a queue has jobs waiting and no worker has taken jobs from it for MEDIAFLOW_STALL_SECONDS",
+            ["queue"],
+            registry=self.registry,
+        )
+        self.worker_crashes = Gauge(
+            "mediaflow_worker_crashes_recent",
+            "jobs that lost their worker on every attempt, plus workers that vanished without deregistering, "
+            "in the last MEDIAFLOW_CRASH_WINDOW_SECONDS",
+            ["queue"],
+            registry=self.registry,
+        )
+        # The sweeper runs in the workers; its counters live in the hash mediaflow:sweeper (runtime/sweeper.py).
+        self.sweeper = Gauge(
+            "mediaflow_sweeper",
+            "the sweeper's counters since the store began (runs, jobs_expired, ...)",
+            ["counter"],
+            registry=self.registry,
+        )
 
 
 class MetricsMiddleware:

@@ -8,6 +8,8 @@ malformed JSON, MediaflowError and a lost Redis connection all end up here.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -15,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -39,6 +42,7 @@ CODE_FOR_STATUS = {
     429: "too_many_requests",
     500: "internal_error",
     503: "unavailable",
+    507: "insufficient_storage",
 }
 
 
@@ -107,11 +111,29 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code
     code = CODE_FOR_STATUS.get(status, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+    headers = dict(getattr(exc, "headers", None) or {})
+    extensions: dict[str, Any] = {}
     if status == 404 and detail == "Not Found":
         detail = f"no route for {request.method} {request.url.path}"
     elif status == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    return problem(status, code, detail, instance=_instance(request), headers=getattr(exc, "headers", None))
+        headers["Allow"] = allowed_methods(request)
+    elif status == 413 and isinstance(getattr(exc, "limit", None), int):
+        extensions["limit"] = exc.limit  # type: ignore[attr-defined]
+    return problem(status, code, detail, instance=_instance(request), headers=headers or None, **extensions)
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods the API documents for this path (Starlette's 405 names only the first route's). A
+    literal path wins over a template: /v1/jobs/batch is not /v1/jobs/{job_id}."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi()["paths"]
+    path = request.url.path
+    template = path if path in paths else next((t for t in paths if _template(t).fullmatch(path)), None)
+    return ", ".join(m.upper() for m in paths.get(template or "", {}) if m != "parameters")
+
+
+def _template(path: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(path)))
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -123,7 +145,10 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
         return problem(
             400, "malformed_json", f"the request body is not valid JSON: {reason}", instance=_instance(request)
         )
-    errors = [{"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": e.get("msg", "")} for e in raw]
+    errors = [
+        {"loc": _printable(".".join(str(p) for p in e.get("loc", ()))), "msg": _printable(e.get("msg", ""))}
+        for e in raw
+    ]
     first_error = errors[0] if errors else {"loc": "", "msg": "invalid request"}
     return problem(
         422,
@@ -134,15 +159,23 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     )
 
 
-async def _on_redis_down(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("job store unreachable: %s", exc)
-    return problem(
-        503,
-        "store_unavailable",
-        "the job store (Redis) is unreachable; try again shortly",
-        instance=_instance(request),
-        headers={"Retry-After": "1"},
-    )
+def _printable(text: str) -> str:
+    """Text a JSON response can carry (a lone surrogate from the request is shown escaped)."""
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
+def _store_503(code: str, message: str, retry_after: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """A handler for the job store (Redis) failing: 503 with `code` and a Retry-After."""
+
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("job store: %s: %s", code, exc)
+        return problem(503, code, message, instance=_instance(request), headers={"Retry-After": str(retry_after)})
+
+    return handler
+
+
+_on_redis_down = _store_503("store_unavailable", "the job store (Redis) is unreachable; try again shortly", 1)
+_on_redis_full = _store_503("store_full", "the job store (Redis) is out of memory; try again later", 5)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -157,6 +190,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(RedisConnectionError, _on_redis_down)
     app.add_exception_handler(RedisTimeoutError, _on_redis_down)
+    app.add_exception_handler(RedisOutOfMemoryError, _on_redis_full)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

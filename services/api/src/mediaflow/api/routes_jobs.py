@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 
 from mediaflow.common.jobs import keys
 from mediaflow.common.jobs.model import Job, JobState, JobType
+from mediaflow.common.jobs.retention import delete_job as delete_job_and_files
 from mediaflow.common.telemetry import send_span
 
 from .artifacts import artifact_response
@@ -52,6 +53,7 @@ async def submit_job(
 ) -> JSONResponse:
     if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
         raise Problem(422, "invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
+    await svc.pressure.check_submit()
     job = await build_job(body.model_dump(exclude_unset=True), tenant, svc)
     with send_span(job.queue, job.id) as traceparent:
         job.traceparent = traceparent
@@ -82,6 +84,7 @@ async def submit_batch(
         raise Problem(413, "batch_too_large", f"a batch holds at most {limit} jobs", limit=limit)
     if not body.jobs:
         raise Problem(422, "batch_empty", "the batch has no jobs")
+    await svc.pressure.check_submit()
     media = MediaCache(svc, tenant)
     accepted: list[Job] = []
     rejected: list[dict[str, Any]] = []
@@ -143,6 +146,19 @@ async def cancel_job(
     job_id: str, tenant: str = Depends(require_tenant), svc: Services = Depends(services)
 ) -> JSONResponse:
     return _job_response(await svc.dispatcher.cancel(job_id, tenant), 202)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(401, 404, 503),
+    summary="Delete a job: cancel it if it has not ended, then remove its record, events and artifacts "
+    "(a caption parent's children too)",
+)
+async def delete_job(job_id: str, tenant: str = Depends(require_tenant), svc: Services = Depends(services)) -> Response:
+    await delete_job_and_files(svc.dispatcher, svc.storage, job_id, tenant)
+    return Response(status_code=204)
 
 
 @router.post(

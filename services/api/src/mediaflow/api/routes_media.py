@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
+from mediaflow.common.errors import MediaflowError
 from mediaflow.common.ids import new_media_id
 from mediaflow.common.jobs import keys
 from mediaflow.common.jobs.model import Media
+from mediaflow.common.jobs.retention import delete_media as delete_media_and_upload
 from mediaflow.common.probe import probe_file
 
 from .auth import require_tenant
@@ -58,17 +60,23 @@ UPLOAD_BODY = {
     status_code=201,
     response_model=MediaResource,
     openapi_extra=UPLOAD_BODY,
-    responses=problem_responses(400, 401, 413, 415, 422, 503),
+    responses=problem_responses(400, 401, 413, 415, 422, 503, 507),
     summary="Upload media (multipart/form-data, streamed to storage)",
 )
 async def upload_media(
     request: Request, tenant: str = Depends(require_tenant), svc: Services = Depends(services)
 ) -> dict[str, Any]:
     settings = svc.settings
+    await svc.pressure.check_upload()
     upload = await receive_upload(request, settings.max_upload_bytes, temp_dir_for(svc.storage))
     try:
         # Sniff before anything is stored: non-media is refused with 415 unsupported_media.
-        local_info = await asyncio.to_thread(probe_file, upload.path)
+        try:
+            local_info = await asyncio.to_thread(probe_file, upload.path)
+        except MediaflowError as exc:
+            # PyAV names the file it failed on: our temporary path, which is nobody's business.
+            exc.message = exc.message.replace(str(upload.path), upload.filename)
+            raise
         media_id = new_media_id()
         key = keys.upload(media_id, upload.filename)
         size = await asyncio.to_thread(move_into_storage, svc.storage, key, upload.path)
@@ -109,3 +117,18 @@ async def get_media(
 ) -> dict[str, Any]:
     media = await svc.media.get(media_id, tenant)
     return media_resource(media)
+
+
+@router.delete(
+    "/{media_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(401, 404, 409, 503),
+    summary="Delete media and its upload (409 media_in_use while a queued or running job names it)",
+)
+async def delete_media(
+    media_id: str, tenant: str = Depends(require_tenant), svc: Services = Depends(services)
+) -> Response:
+    await delete_media_and_upload(svc.store, svc.storage, media_id, tenant)
+    svc.media.forget(media_id)
+    return Response(status_code=204)

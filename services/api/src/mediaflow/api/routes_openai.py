@@ -179,7 +179,7 @@ async def create_transcription(
     deadline = settings.grpc_deadline + duration
     target = settings.transcriber_grpc
     try:
-        async with channel(target) as ch:
+        async with channel(target, settings.grpc_token) as ch:
             result = await transcriber_pb2_grpc.TranscriberStub(ch).Transcribe(rpc_request, timeout=deadline)
     except grpc.aio.AioRpcError as exc:
         raise _problem_from_rpc(exc, target) from None

@@ -26,8 +26,40 @@ LIVE_HEARTBEAT_S = 30.0
 FORGET_AFTER_S = 3600.0
 
 
+# The registry entry's own fields; everything else a worker puts there (encoder, compute_type,
+# grpc_port, ...) is passed through under `info`.
+_ENTRY_FIELDS = {"id", "queue", "host", "pid", "heartbeat", "jobs", "draining", "model", "device", "metrics_url"}
+# How many of a queue's oldest ready entries are read to find the oldest one no live worker holds.
+OLDEST_SCAN = 64
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _worker(worker_id: bytes, entry: dict[str, Any], age: float) -> dict[str, Any]:
+    return {
+        "id": entry.get("id", worker_id.decode()),
+        "queue": entry["queue"],
+        "host": entry.get("host", ""),
+        "pid": int(entry.get("pid", 0)),
+        "model": _optional_str(entry.get("model")),
+        "device": _optional_str(entry.get("device")),
+        "metrics_url": _optional_str(entry.get("metrics_url")),
+        "heartbeat_age_s": round(max(age, 0.0), 3),
+        "jobs": list(entry.get("jobs", [])),
+        "draining": bool(entry.get("draining", False)),
+        "info": {k: v for k, v in entry.items() if k not in _ENTRY_FIELDS},
+    }
+
+
 async def queue_snapshot(svc: Services) -> dict[str, Any]:
-    """One Redis round trip: ready/deferred counts of every queue, recent outcomes, worker registry."""
+    """One Redis round trip: ready/deferred counts of every queue, recent outcomes, worker registry.
+
+    Besides `queues` and `window_s` (the body of GET /v1/queues) it returns `seen`, per queue what
+    /v1/status needs (routes_status.py): the time of the last heartbeat of a worker that takes jobs,
+    the last heartbeats of workers that vanished without deregistering, and when the oldest job that
+    no live worker holds became ready."""
     now = time.time()
     now_ms = int(now * 1000)
     async with svc.redis.pipeline(transaction=False) as pipe:
@@ -36,34 +68,38 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
             pipe.zcount(queue, f"({now_ms}", "+inf")
             pipe.zcount(stats_key(queue, "succeeded"), now - STATS_WINDOW_S, "+inf")
             pipe.zcount(stats_key(queue, "failed"), now - STATS_WINDOW_S, "+inf")
+            pipe.zrangebyscore(queue, "-inf", now_ms, start=0, num=OLDEST_SCAN, withscores=True)
         pipe.hgetall(WORKERS_KEY)
         replies = await pipe.execute()
     registry: dict[bytes, bytes] = replies[-1]
 
     workers_by_queue: dict[str, list[dict[str, Any]]] = {q: [] for q in ALL_QUEUES}
+    seen: dict[str, dict[str, Any]] = {
+        q: {"last_heartbeat": None, "vanished": [], "oldest_waiting": None} for q in ALL_QUEUES
+    }
     forgotten: list[bytes] = []
     for worker_id, raw in registry.items():
         try:
             entry = json.loads(raw)
-            age = now - float(entry["heartbeat"])
+            heartbeat = float(entry["heartbeat"])
+            age = now - heartbeat
         except (ValueError, KeyError, TypeError):
             forgotten.append(worker_id)
             continue
         if age > FORGET_AFTER_S:
             forgotten.append(worker_id)
-        if age > LIVE_HEARTBEAT_S or entry.get("queue") not in workers_by_queue:
+        queue = entry.get("queue")
+        if queue not in workers_by_queue:
             continue
-        workers_by_queue[entry["queue"]].append(
-            {
-                "id": entry.get("id", worker_id.decode()),
-                "queue": entry["queue"],
-                "host": entry.get("host", ""),
-                "pid": int(entry.get("pid", 0)),
-                "heartbeat_age_s": round(max(age, 0.0), 3),
-                "jobs": list(entry.get("jobs", [])),
-                "draining": bool(entry.get("draining", False)),
-            }
-        )
+        if not entry.get("draining"):
+            last = seen[queue]["last_heartbeat"]
+            seen[queue]["last_heartbeat"] = heartbeat if last is None else max(last, heartbeat)
+        if age > LIVE_HEARTBEAT_S:
+            # A worker that stops cleanly removes its entry: one left behind died (killed, OOM, crash).
+            if not entry.get("draining"):
+                seen[queue]["vanished"].append(heartbeat)
+            continue
+        workers_by_queue[queue].append(_worker(worker_id, entry, age))
     if forgotten:
         await svc.redis.hdel(WORKERS_KEY, *forgotten)
 
@@ -85,8 +121,14 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
 
     queues = []
     for i, queue in enumerate(ALL_QUEUES):
-        ready, deferred, succeeded, failed = replies[4 * i : 4 * i + 4]
+        ready, deferred, succeeded, failed, oldest = replies[5 * i : 5 * i + 5]
         workers = sorted(workers_by_queue[queue], key=lambda w: w["id"])
+        running_ids = {j for w in workers for j in w["jobs"]}
+        waiting = [score for member, score in oldest if member.decode() not in running_ids]
+        if waiting:
+            seen[queue]["oldest_waiting"] = waiting[0] / 1000
+        elif oldest and ready > len(oldest):  # every entry read is running: the rest waits since later
+            seen[queue]["oldest_waiting"] = oldest[-1][1] / 1000
         # ARQ keeps a running job in the queue's sorted set until it finishes: what live workers
         # hold (and is still on the queue) is running, the rest of the ready entries are waiting.
         running = sum(len(w["jobs"]) for w in workers)
@@ -107,7 +149,7 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
                 "workers": workers,
             }
         )
-    return {"queues": queues, "window_s": STATS_WINDOW_S}
+    return {"queues": queues, "window_s": STATS_WINDOW_S, "seen": seen, "now": now}
 
 
 @router.get(
@@ -118,6 +160,7 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
 )
 async def get_queues(tenant: str = Depends(require_tenant), svc: Services = Depends(services)) -> dict[str, Any]:
     snapshot = await queue_snapshot(svc)
+    del snapshot["seen"], snapshot["now"]
     # Counts are global, but a tenant only learns the ids of its own jobs.
     held = [job_id for q in snapshot["queues"] for w in q["workers"] for job_id in w["jobs"]]
     own = {job.id for job in await svc.store.get_many(held) if job.tenant == tenant} if held else set()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -56,10 +56,14 @@ class WorkerInfo(BaseModel):
     queue: str
     host: str
     pid: int
+    model: str | None = None  # what the worker's registry entry says (transcribers: the ASR model)
+    device: str | None = None  # cpu, cuda, ...
+    metrics_url: str | None = None  # the worker's own Prometheus endpoint, when it serves one
     heartbeat_age_s: float
     jobs: list[str]  # the caller's own jobs among those the worker holds
     busy: int  # how many jobs the worker holds (any tenant)
     draining: bool
+    info: dict[str, Any] = {}  # the rest of the registry entry (encoder, compute_type, grpc_port, ...)
 
 
 class QueueStats(BaseModel):
@@ -75,3 +79,16 @@ class QueueStats(BaseModel):
 class QueuesResponse(BaseModel):
     queues: list[QueueStats]
     window_s: int
+
+
+class StatusProblem(BaseModel):
+    code: str  # queue_stalled, worker_crashing, redis_unavailable, storage_unavailable, no_headroom
+    queue: str | None = None  # the queue concerned (queue_stalled, worker_crashing)
+    message: str
+    since_s: float | None = None  # queue_stalled: how long jobs have waited with no worker
+    count: int | None = None  # worker_crashing: the crashes counted in the window
+
+
+class StatusResponse(BaseModel):
+    status: Literal["ok", "degraded"]
+    problems: list[StatusProblem]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 
 import uvicorn
 from fastapi import FastAPI
 
 from mediaflow.common.settings import get_settings
+from mediaflow.common.telemetry import setup_logging
 
 from .app import create_app
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         help="log every request (off by default: it costs throughput, /metrics counts them)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)  # every line carries trace_id, job_id, tenant
     uvicorn.run(
         "mediaflow.api.server:app_factory",
         factory=True,

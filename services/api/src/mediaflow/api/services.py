@@ -1,5 +1,5 @@
 """What the routes share, built once per app: settings, the Redis client, job store, dispatcher,
-storage, key ring, metrics and the compositor probe client."""
+storage, key ring, metrics, the compositor probe client, the SSE hub and the back-pressure gauges."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from mediaflow.common.storage import Storage, open_storage
 
 from .auth import KeyRing
 from .compositor_probe import CompositorProbe
+from .event_hub import EventHub
 from .media_records import MediaRecords
 from .metrics import Metrics
+from .pressure import Pressure
 
 
 @dataclass
@@ -30,6 +32,8 @@ class Services:
     metrics: Metrics
     compositor: CompositorProbe
     media: MediaRecords
+    events: EventHub
+    pressure: Pressure
     sse_ping: float = 15.0  # seconds between keepalive comments on idle event streams
 
     @classmethod
@@ -40,20 +44,24 @@ class Services:
             settings.redis_url, socket_connect_timeout=2.0, socket_timeout=15.0, health_check_interval=30
         )
         store = JobStore(redis)
+        storage = open_storage(settings.storage_url)
         return cls(
             settings=settings,
             redis=redis,
             store=store,
             dispatcher=Dispatcher(redis, max_tries=settings.max_tries),
-            storage=open_storage(settings.storage_url),
+            storage=storage,
             keyring=KeyRing(settings),
             metrics=Metrics(),
-            compositor=CompositorProbe(settings.compositor_grpc, settings.grpc_deadline),
+            compositor=CompositorProbe(settings.compositor_grpc, settings.grpc_deadline, settings.grpc_token),
             media=MediaRecords(store),
+            events=EventHub(settings.redis_url, redis, settings.sse_streams_per_tenant),
+            pressure=Pressure(redis, storage, settings),
         )
 
     async def close(self) -> None:
         await self.compositor.close()
+        await self.events.close()
         await self.redis.aclose()
 
 

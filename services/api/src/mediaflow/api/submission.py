@@ -17,7 +17,7 @@ from mediaflow.common.jobs.model import Job, JobType, Media
 from mediaflow.common.jobs.queues import queue_for
 from mediaflow.common.jobs.webhooks import check_webhook_url
 from mediaflow.common.options import parse_options
-from mediaflow.common.options.media import MediaRef, media_ref
+from mediaflow.common.options.media import media_ref
 from mediaflow.common.storage import allowed_path
 
 from .inputs import checked_url, media_input
@@ -41,7 +41,8 @@ class JobRequest(BaseModel):
     )
 
     type: str = Field(description="transcribe | compose | caption | probe")
-    input: MediaRef | None = None
+    # Checked by build_job (media_ref: 422 invalid_input); the OpenAPI document shows MediaRef (openapi.py).
+    input: dict[str, Any] | None = None
     options: dict[str, Any] | None = None
     webhook_url: str | None = Field(
         None,
@@ -78,7 +79,30 @@ def parse_type(raw: Any) -> JobType:
 
 
 async def _allowed_path(svc: Services, raw: str) -> str:
-    return str(await asyncio.to_thread(allowed_path, raw, svc.settings.allowed_roots))
+    try:
+        return str(await asyncio.to_thread(allowed_path, raw, svc.settings.allowed_roots))
+    except OSError as exc:  # e.g. ENAMETOOLONG: a component over 255 bytes
+        reason = exc.strerror or type(exc).__name__
+        raise MediaflowError(f"the path cannot be opened: {reason}", code="invalid_path", status=422) from None
+
+
+def check_text(value: Any, where: str = "body") -> None:
+    """Refuse strings no storage or Redis can hold (a lone UTF-16 surrogate, JSON "\\ud800"), anywhere
+    in a body, before they reach a key, a path or a record."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MediaflowError(
+                f"{where}: the text holds a lone UTF-16 surrogate (not valid Unicode)", code="invalid_text", status=422
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, where)
+            check_text(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_text(item, f"{where}.{index}")
 
 
 async def _check_option_media(options: dict[str, Any], svc: Services, media: MediaCache) -> None:
@@ -100,6 +124,7 @@ async def _check_option_media(options: dict[str, Any], svc: Services, media: Med
 async def build_job(body: dict[str, Any], tenant: str, svc: Services, media: MediaCache | None = None) -> Job:
     """Validate a job body and resolve its inputs; raises MediaflowError / Problem with a code."""
     media = media or MediaCache(svc, tenant)
+    check_text(body)
     job_type = parse_type(body.get("type"))
     unknown = set(body) - {"type", "input", "options", "webhook_url"}
     if unknown:

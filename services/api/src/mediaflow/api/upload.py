@@ -36,9 +36,15 @@ class Upload:
 
 
 def safe_filename(name: str) -> str:
-    """A storage-key-safe base name that keeps the extension (containers are often sniffed by it)."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name.replace("\\", "/")).name).strip("._") or "upload"
-    return base[-120:]
+    """A storage-key-safe base name that keeps the extension (containers are often sniffed by it),
+    also when the rest of the name is not ASCII ("видео.mp4" -> "upload.mp4")."""
+    base = Path(name.replace("\\", "/")).name
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        stem, ext = base, ""
+    ext = re.sub(r"[^A-Za-z0-9]+", "", ext)[:16]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")[: 120 - len(ext) - 1] or "upload"
+    return f"{stem}.{ext}" if ext else stem
 
 
 def temp_dir_for(storage: Storage) -> Path | None:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
+import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -46,6 +49,11 @@ err = Console(stderr=True, soft_wrap=True, highlight=False, width=None if sys.st
 
 DEMO_SAMPLE = "jfk_talk.mp4"  # shipped in the package (samples/); tests/fixtures/media has the same file
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
+# Ctrl-C while a job is followed: the cancel request gets CANCEL_TIMEOUT_S, and the process is gone
+# INTERRUPT_EXIT_S after the Ctrl-C whatever else is slow (against a server; an embedded stack is stopped
+# with a short drain instead, so that no child is left behind).
+CANCEL_TIMEOUT_S, INTERRUPT_EXIT_S = 2.5, 4.5
+_embedded: list[Stack] = []  # the embedded stack of this command, if any
 
 
 def default_data_dir() -> Path:
@@ -113,10 +121,12 @@ def connect(*, embedded: bool = True, workers: tuple[str, ...] = WORKER_KINDS) -
         except StackError as exc:
             keep = True
             raise fail("stack_failed", f"{exc} (logs kept in {data_dir / 'logs'})") from exc
+        _embedded.append(stack)
         try:
             with MediaflowClient(stack.url, stack.api_key) as client:
                 yield client
         finally:
+            _embedded.remove(stack)
             err.print("[dim]stopping the embedded stack ...[/]")
             with _interrupt_shortens_stop(stack):
                 stack.stop()
@@ -135,11 +145,109 @@ def api_errors() -> Iterator[None]:
 
 
 # ---- following a job ------------------------------------------------------------------------
+#
+# Ctrl-C (SIGINT) while a job is submitted or followed cancels the job and exits 130 within
+# INTERRUPT_EXIT_S. The CLI installs its own SIGINT handler for that: a process started with SIGINT
+# ignored (a background job of a non-interactive shell, e.g. `make test &` in a script) inherits SIG_IGN,
+# and Python then installs no KeyboardInterrupt handler at all, so Ctrl-C used to be ignored and the job
+# followed to its end.
+
+
+def _exit_now(*_args: object) -> None:
+    """Leave at once with 130 (a second Ctrl-C, or the exit deadline): flush what was printed."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _set_sigint(handler: Any) -> Any:
+    """signal.signal for SIGINT; None off the main thread (where no signal arrives anyway)."""
+    try:
+        return signal.signal(signal.SIGINT, handler)
+    except ValueError:
+        return None
+
+
+_deadline: list[threading.Timer] = []
+
+
+def _arm_exit_deadline() -> None:
+    """From the first Ctrl-C on, the process has INTERRUPT_EXIT_S to be gone (once; not with an embedded
+    stack, whose children must be stopped first: its drain is shortened instead)."""
+    if _deadline or _embedded:
+        return
+    timer = threading.Timer(INTERRUPT_EXIT_S, _exit_now)
+    timer.daemon = True
+    timer.start()
+    _deadline.append(timer)
+
+
+def _interrupted(_signum: int, _frame: object) -> None:
+    _arm_exit_deadline()
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _ctrl_c_interrupts() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt here, whatever SIGINT disposition the process inherited."""
+    previous = _set_sigint(_interrupted)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            _set_sigint(previous)
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[list[int]]:
+    """Around the submission (one short request): a Ctrl-C is noted and acted on once the job id is
+    known, so that the job it created is cancelled too. A second Ctrl-C leaves at once."""
+    noted: list[int] = []
+
+    def note(signum: int, _frame: object) -> None:
+        if noted:
+            _exit_now()
+        _arm_exit_deadline()
+        noted.append(signum)
+
+    previous = _set_sigint(note)
+    try:
+        yield noted
+    finally:
+        if previous is not None:
+            _set_sigint(previous)
+
+
+def cancel_and_exit(client: MediaflowClient, job_id: str) -> NoReturn:
+    """Ctrl-C while `job_id` runs: cancel it and exit 130, within INTERRUPT_EXIT_S in every case.
+
+    The cancel goes over a new connection with a short timeout: the interrupt may have cut the event
+    stream's connection in the middle of a read, and the client's own timeouts are a minute long."""
+    _set_sigint(_exit_now)  # a second Ctrl-C: leave at once
+    _arm_exit_deadline()
+    stack = _embedded[-1] if _embedded else None
+    err.print(f"\n[yellow]interrupted: cancelling {job_id}[/]")
+    try:
+        with httpx.Client(base_url=client.base_url, headers=client.http.headers, timeout=CANCEL_TIMEOUT_S) as http:
+            response = http.post(f"/v1/jobs/{job_id}/cancel")
+        if response.status_code >= 400 and response.status_code != 409:  # 409: it has just ended
+            err.print(f"[yellow]cancel of {job_id} answered {response.status_code}: {escape(response.text[:200])}[/]")
+    except httpx.HTTPError as exc:
+        err.print(f"[yellow]could not cancel {job_id} ({escape(str(exc))}): run `mediaflow jobs cancel {job_id}`[/]")
+    if stack is not None:
+        stack.config.stop_timeout = 1.0  # the job is cancelled: the embedded workers need no drain
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def follow(client: MediaflowClient, job: dict[str, Any], quiet: bool = False) -> dict[str, Any]:
     """Show the job's progress from its SSE stream until it is terminal. Ctrl-C cancels the job
     and exits 130. Returns the final job resource."""
+    with _ctrl_c_interrupts():
+        return _follow(client, job, quiet)
+
+
+def _follow(client: MediaflowClient, job: dict[str, Any], quiet: bool) -> dict[str, Any]:
     job_id = job["id"]
     try:
         with Progress(
@@ -170,12 +278,9 @@ def follow(client: MediaflowClient, job: dict[str, Any], quiet: bool = False) ->
                         progress.console.print(f"[yellow]{escape(job_id)}: {escape(data['message'])}[/]")
                 elif event.event == "log" and data.get("level") in ("warning", "error"):
                     progress.console.print(f"[yellow]{escape(str(data.get('message', '')))}[/]")
+        return client.job(job_id)
     except KeyboardInterrupt:
-        err.print(f"\n[yellow]interrupted: cancelling {job_id}[/]")
-        with contextlib.suppress(ApiError):
-            client.cancel(job_id)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    return client.job(job_id)
+        cancel_and_exit(client, job_id)
 
 
 def download_artifacts(client: MediaflowClient, job: dict[str, Any], dest: Path) -> list[Path]:
@@ -233,11 +338,19 @@ def coverage_line(metrics: dict[str, Any] | None) -> str | None:
 def submit_and_finish(
     client: MediaflowClient, body: dict[str, Any], out_dir: Path | None, detach: bool, quiet: bool = False
 ) -> tuple[dict[str, Any], list[Path]]:
-    job = client.submit(body, idempotency_key=str(uuid.uuid4()))
     if detach:
+        job = client.submit(body, idempotency_key=str(uuid.uuid4()))
         out.print(job["id"])
         return job, []
-    return finish(client, job, out_dir, quiet=quiet)
+    with _ctrl_c_interrupts():  # no gap between the submission and the follow for a Ctrl-C to fall in
+        with _ctrl_c_deferred() as interrupted:
+            job = client.submit(body, idempotency_key=str(uuid.uuid4()))
+        try:
+            if interrupted:
+                raise KeyboardInterrupt
+            return finish(client, job, out_dir, quiet=quiet)
+        except KeyboardInterrupt:
+            cancel_and_exit(client, job["id"])
 
 
 def upload(client: MediaflowClient, path: Path) -> str:
@@ -402,15 +515,13 @@ def compose(
 @app.command()
 def probe(
     file: Annotated[Path, typer.Argument(help="media file")],
-    hold_seconds: Annotated[float, typer.Option(hidden=True, help="keep the worker busy (drills)")] = 0.0,
     detach: DetachOption = False,
 ) -> None:
     """Read FILE's metadata (duration, streams) with a probe job on the compositor pool."""
     with api_errors(), connect(workers=("compositor",)) as client:
         media_id = upload(client, file)
-        options = {"hold_seconds": hold_seconds} if hold_seconds else {}
         final, _ = submit_and_finish(
-            client, {"type": "probe", "input": {"media_id": media_id}, "options": options}, None, detach, quiet=False
+            client, {"type": "probe", "input": {"media_id": media_id}}, None, detach, quiet=False
         )
         if not detach:
             out.print_json(data=final.get("result") or {})
@@ -529,34 +640,78 @@ def _short(queue: object) -> str:
 
 @app.command()
 def queues(as_json: Annotated[bool, typer.Option("--json", help="print the JSON")] = False) -> None:
-    """Queue depths and workers (heartbeat, current job)."""
+    """Queue depths and live workers (host, pid, model, device, current jobs, heartbeat, metrics URL)."""
     with api_errors(), connect(embedded=False) as client:
         data = client.queues()
     if as_json:
         out.print_json(data=data)
         return
-    table = Table("queue", "queued", "running", "deferred", "succeeded", "failed", title="queues (recent: 1 h)")
+    _print_queues(data)
+
+
+def _queue_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     queue_rows = data.get("queues") or []
     if isinstance(queue_rows, dict):
         queue_rows = [{"name": k, **v} for k, v in queue_rows.items()]
+    return list(queue_rows)
+
+
+def _print_queues(data: dict[str, Any]) -> None:
+    table = Table("queue", "queued", "running", "deferred", "succeeded", "failed", title="queues (recent: 1 h)")
+    queue_rows = _queue_rows(data)
     for q in queue_rows:
         table.add_row(
             _short(q.get("name")),
             *(str(q.get(k, "")) for k in ("queued", "running", "deferred", "succeeded", "failed")),
         )
     out.print(table)
-    workers = Table("worker", "queue", "current jobs", "heartbeat", "draining", title="workers")
+    workers = Table(
+        "worker", "queue", "host", "pid", "model", "device", "current jobs", "heartbeat", "metrics", title="workers"
+    )
     for q in queue_rows:
         for w in q.get("workers") or []:
             age = w.get("heartbeat_age_s")
+            jobs = ", ".join(w.get("jobs") or []) or "—"
+            hidden = int(w.get("busy") or 0) - len(w.get("jobs") or [])
+            if hidden > 0:  # jobs of other tenants: counted, not named
+                jobs += f" (+{hidden} other)" if jobs != "—" else f"{hidden} other"
+            heartbeat = f"{age:.1f} s ago" if isinstance(age, int | float) else "?"
             workers.add_row(
                 str(w.get("id")),
                 _short(q.get("name")),
-                ", ".join(w.get("jobs") or []) or "—",
-                f"{age:.1f} s ago" if isinstance(age, int | float) else "?",
-                "yes" if w.get("draining") else "",
+                str(w.get("host") or "—"),
+                str(w.get("pid") or "—"),
+                str(w.get("model") or "—"),
+                str(w.get("device") or "—"),
+                jobs,
+                heartbeat + (" (draining)" if w.get("draining") else ""),
+                str(w.get("metrics_url") or "—"),
             )
     out.print(workers)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="print the JSON of /v1/status")] = False) -> None:
+    """ok, or degraded with each problem (stalled queue, crashing workers, Redis/storage); then the
+    queues and workers. Exits 1 when degraded, so scripts can check it."""
+    with api_errors(), connect(embedded=False) as client:
+        report = client._request("GET", "/v1/status").json()
+        data = client.queues() if not as_json else {}
+    if as_json:
+        out.print_json(data=report)
+    else:
+        problems = report.get("problems") or []
+        if report.get("status") == "ok":
+            out.print("[green]✓ ok[/]: every queue with jobs has a live worker; Redis and storage answer")
+        else:
+            out.print(f"[red]✗ {report.get('status')}[/]: {len(problems)} problem(s)")
+            for p in problems:
+                where = f" ({_short(p['queue'])})" if p.get("queue") else ""
+                out.print(f"  {p.get('code')}{where}: {escape(str(p.get('message')))}")
+        out.print()
+        _print_queues(data)
+    if report.get("status") != "ok":
+        raise typer.Exit(EXIT_FAILED)
 
 
 def main() -> None:

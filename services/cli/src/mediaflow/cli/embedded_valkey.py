@@ -6,6 +6,8 @@ the terminal does not reach it (so workers can still requeue jobs while they dra
 supervisor's final SIGKILL of the group leaves nothing behind.
 
 Persistence is an append-only file under the data directory, so a restarted stack keeps its jobs.
+Memory is bounded (`--maxmemory`, MEDIAFLOW_VALKEY_MAXMEMORY) with `noeviction`: past the limit
+writes fail (the gateway answers 503 well before, at its watermark) instead of the host running out.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--maxmemory", default="1gb", help="e.g. 512mb, 2gb; 0 = no limit")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -41,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
 
     server = ValkeyServer(
-        port=args.port, host=args.host, data_dir=args.data_dir, persist=True, config=dict(PERSISTENCE)
+        port=args.port,
+        host=args.host,
+        data_dir=args.data_dir,
+        persist=True,
+        config={**PERSISTENCE, "maxmemory": args.maxmemory, "maxmemory-policy": "noeviction"},
     )
     server.start(timeout=30)
     print(f"valkey listening on {args.host}:{server.port}, data in {args.data_dir}", flush=True)

@@ -238,6 +238,10 @@ class Stack:
                 "MEDIAFLOW_TRANSCRIBER_GRPC_PORT": str(grpc["transcriber"]),
                 "MEDIAFLOW_COMPOSITOR_GRPC": f"127.0.0.1:{grpc['compositor']}",
                 "MEDIAFLOW_COMPOSITOR_GRPC_PORT": str(grpc["compositor"]),
+                # gRPC on loopback only, and a fresh token shared by the gateway and the workers
+                # (MEDIAFLOW_GRPC_TOKEN, when given, is kept): other local users cannot call the workers.
+                "MEDIAFLOW_GRPC_BIND_HOST": "127.0.0.1",
+                "MEDIAFLOW_GRPC_TOKEN": base.get("MEDIAFLOW_GRPC_TOKEN") or secrets.token_urlsafe(32),
             }
         )
 
@@ -255,6 +259,7 @@ class Stack:
 
         children = []
         if self.embedded_valkey_port is not None:
+            maxmemory = Settings().valkey_maxmemory  # MEDIAFLOW_VALKEY_MAXMEMORY
             children.append(
                 child(
                     "valkey",
@@ -266,6 +271,8 @@ class Stack:
                         str(self.embedded_valkey_port),
                         "--data-dir",
                         str(data / "valkey"),
+                        "--maxmemory",
+                        maxmemory,
                     ],
                     self._valkey_ready,
                     essential=True,

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _is_webhook_secret(secret: str) -> bool:
+    """A Standard Webhooks secret: "whsec_" + base64 of at least 16 bytes (or the bare base64)."""
+    try:
+        return len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) >= 16
+    except (ValueError, binascii.Error):
+        return False
 
 
 def hash_key(api_key: str) -> str:
@@ -17,7 +27,9 @@ def hash_key(api_key: str) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MEDIAFLOW_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MEDIAFLOW_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     storage_url: str = "file://./data/storage"
@@ -29,6 +41,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 2 * 1024**3
     max_batch_jobs: int = 500
 
+    # gateway limits (docs/operations.md, "Limits")
+    max_json_bytes: int = 1024 * 1024  # a JSON body above this is refused (413 payload_too_large)
+    min_free_disk_bytes: int = 1024**3  # file:// storage: uploads below this much free space get 507
+    redis_memory_watermark: float = Field(0.9, gt=0)  # used/maxmemory above this: not ready, submits 503
+    sse_streams_per_tenant: int = 20  # open event streams per tenant per gateway (429 too_many_streams)
+    valkey_maxmemory: str = "1gb"  # `mediaflow up`'s embedded Valkey (noeviction: writes fail, no crash)
+
     # URL inputs ({"url": ...}): fetched by the worker that needs the media (fetch.py)
     url_inputs: bool = True  # false: a URL input is refused with 422 url_inputs_disabled
     # Signed webhooks (webhooks.py): the Standard Webhooks secret ("whsec_<base64>"); unset = no webhooks.
@@ -36,6 +55,35 @@ class Settings(BaseSettings):
     webhook_timeout: float = 10.0
     webhook_retry_after: float = 30.0  # an unacknowledged delivery is tried again after this long
     webhook_max_deliveries: int = 8
+    webhook_concurrency: int = Field(8, ge=1)  # deliveries in flight at once per worker process
+    # Per-tenant signing secrets, "tenant:whsec_...,..." (never logged); other tenants get webhook_secret,
+    # which also switches webhooks on (required when this is set).
+    tenant_webhook_secrets: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
+    @field_validator("tenant_webhook_secrets", mode="before")
+    @classmethod
+    def _parse_webhook_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [p.strip() for p in value.split(",") if p.strip()]
+            value = {t.strip(): s.strip() for t, _, s in (p.rpartition(":") for p in pairs)}
+        if isinstance(value, dict):
+            bad = [t for t, s in value.items() if not (t and isinstance(s, str) and _is_webhook_secret(s))]
+            if bad:  # never echo an entry: it holds a secret
+                raise ValueError(
+                    f"{len(bad)} entr{'y is' if len(bad) == 1 else 'ies are'} not of the form tenant:whsec_<base64> "
+                    "(comma-separated, e.g. MEDIAFLOW_TENANT_WEBHOOK_SECRETS=acme:whsec_...,beta:whsec_...)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _webhooks_need_the_default_secret(self) -> Settings:
+        if self.tenant_webhook_secrets and not self.webhook_secret:
+            raise ValueError(
+                "MEDIAFLOW_TENANT_WEBHOOK_SECRETS needs MEDIAFLOW_WEBHOOK_SECRET too: it switches webhooks on "
+                "and signs for the tenants without their own secret"
+            )
+        return self
+
     # Hosts a URL may name even though they resolve to non-public addresses (SSRF policy):
     # "minio.internal,10.0.5.0/24,127.0.0.1" — host names (exact), IP addresses or networks.
     url_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -79,6 +127,43 @@ class Settings(BaseSettings):
 
     grpc_deadline: float = 30.0
 
+    # service-to-service security (grpc.py; docs/operations.md, "Service-to-service security")
+    grpc_bind_host: str = "127.0.0.1"  # the workers' gRPC interface; "[::]" = all (the chart sets it)
+    grpc_token: str = ""  # shared bearer token: servers require it, clients send it; unset = no auth
+    grpc_insecure: bool = False  # allow a non-loopback bind without a token (e.g. mTLS by a service mesh)
+
+    # retention and sweeping (jobs/retention.py, runtime/sweeper.py; docs/operations.md)
+    retention_seconds: float = 30 * 24 * 3600  # ended jobs (record, events, artifacts) are deleted after this
+    media_retention_seconds: float = 7 * 24 * 3600  # media no live job uses is deleted this long after its upload
+    # Per tenant, "tenant:seconds,..." (0 = keep for ever); tenants not listed get the two values above.
+    tenant_retention: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    tenant_media_retention: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    sweep_interval_seconds: float = 60.0  # how often a sweep runs (one replica at a time); 0 = never in this process
+
+    @field_validator("tenant_retention", "tenant_media_retention", mode="before")
+    @classmethod
+    def _parse_tenant_seconds(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [p.strip() for p in value.split(",") if p.strip()]
+            return {t.strip(): s.strip() for t, _, s in (p.rpartition(":") for p in pairs)}
+        return value
+
+    # worker metrics (metrics.py; docs/operations.md, "Metrics"): Prometheus on every worker process,
+    # GET /metrics; 0 = a free port (the URL is in the worker registry as `metrics_url`), -1 = off
+    worker_metrics_port: int = Field(0, ge=-1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"  # the chart sets "0.0.0.0" (Prometheus scrapes the pod)
+
+    # Test-only, never in production: a probe job of media named `hold-<seconds>s.<ext>` holds its worker
+    # that long, reporting progress (tests of cancel, drain and leases). Not a job option: no tenant can
+    # park a worker.
+    test_hooks: bool = False
+
+    # /v1/status: a queue with jobs waiting and no live worker for `stall_seconds` is degraded, and so is a
+    # pool that lost `crash_threshold` workers (jobs ended interrupted / max_attempts_exceeded) in the window
+    stall_seconds: float = Field(20.0, gt=0)
+    crash_window_seconds: float = Field(900.0, gt=0, le=3600)
+    crash_threshold: int = Field(2, ge=1)
+
     # processes
     log_level: str = "INFO"
     host: str = "127.0.0.1"  # the gateway's bind address (mediaflow-api)
@@ -104,6 +189,13 @@ class Settings(BaseSettings):
     def _parse_pairs(cls, value: object) -> object:
         if isinstance(value, str):
             pairs = [p.strip() for p in value.split(",") if p.strip()]
+            malformed = [p for p in pairs if not all(part.strip() for part in p.rpartition(":")[::2])]
+            if malformed:
+                # Never echo the entry: it holds a key.
+                raise ValueError(
+                    f"{len(malformed)} entr{'y is' if len(malformed) == 1 else 'ies are'} not of the form "
+                    "key:tenant (comma-separated, e.g. MEDIAFLOW_API_KEYS=mykey:acme,otherkey:beta)"
+                )
             return {k.strip(): t.strip() for k, _, t in (p.rpartition(":") for p in pairs)}
         return value
 

@@ -62,7 +62,11 @@ class Storage(Protocol):
     def size(self, key: str) -> int: ...
     def exists(self, key: str) -> bool: ...
     def delete_prefix(self, prefix: str) -> None: ...
+    def move(self, src: str, dst: str) -> None: ...
     def ping(self) -> None: ...
+    def names(self, prefix: str) -> list[str]:
+        """The names directly under `prefix/` (folders and files), e.g. the job ids under `jobs`."""
+        ...
 
 
 class FileStorage:
@@ -118,9 +122,24 @@ class FileStorage:
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self.root / check_key(prefix.rstrip("/")), ignore_errors=True)
 
+    def move(self, src: str, dst: str) -> None:
+        """Within the root: a rename, so readers see the old object or the new one, never half."""
+        target = self.path(dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(self.path(src), target)
+        except FileNotFoundError:
+            raise NotFound(f"object {src} does not exist", code="object_not_found") from None
+
     def ping(self) -> None:
         if not os.access(self.root, os.W_OK):
             raise OSError(f"{self.root} is not writable")
+
+    def names(self, prefix: str) -> list[str]:
+        try:
+            return [p.name for p in (self.root / check_key(prefix.rstrip("/"))).iterdir()]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
 
 class S3Storage:
@@ -193,8 +212,24 @@ class S3Storage:
             if keys:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
 
+    def move(self, src: str, dst: str) -> None:
+        try:
+            self.client.copy({"Bucket": self.bucket, "Key": self._key(src)}, self.bucket, self._key(dst))
+        except self.client.exceptions.ClientError as exc:
+            raise NotFound(f"object {src} does not exist", code="object_not_found") from exc
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(src))
+
     def ping(self) -> None:
         self.client.head_bucket(Bucket=self.bucket)
+
+    def names(self, prefix: str) -> list[str]:
+        base = self._key(prefix.rstrip("/")) + "/"
+        found: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=base, Delimiter="/"):
+            found += [p["Prefix"][len(base) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
+            found += [o["Key"][len(base) :] for o in page.get("Contents", [])]
+        return found
 
 
 def open_storage(url: str) -> Storage:

@@ -153,4 +153,7 @@ async def start(settings: Settings, port: int | None = None) -> tuple[grpc.aio.S
     return await start_server(
         settings.compositor_grpc_port if port is None else port,
         [(compositor_pb2_grpc.add_CompositorServicer_to_server, service, SERVICE_NAME)],
+        host=settings.grpc_bind_host,
+        token=settings.grpc_token,
+        insecure=settings.grpc_insecure,
     )

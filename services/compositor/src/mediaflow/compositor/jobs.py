@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from mediaflow.common import metrics
 from mediaflow.common.errors import InvalidInput, MediaflowError, NotFound
 from mediaflow.common.jobs import keys
 from mediaflow.common.jobs.model import JobState, JobType
@@ -55,14 +57,25 @@ def runtime(ffmpeg: str = "ffmpeg") -> Runtime:
     return Runtime(choice, version, libass)
 
 
+TEST_HOLD = re.compile(r"hold-(\d+(?:\.\d+)?)s\.\w+")
+
+
+def held_for_test(ctx: JobContext) -> float:
+    """How long a test asked this probe to hold its worker (Settings.test_hooks only; 0 otherwise)."""
+    if not ctx.settings.test_hooks:
+        return 0.0
+    name = PurePosixPath(str(ctx.job.input.get("storage_key") or ctx.job.input.get("path") or "")).name
+    match = TEST_HOLD.fullmatch(name)
+    return min(float(match.group(1)), 600.0) if match else 0.0
+
+
 async def probe(ctx: JobContext) -> dict[str, Any]:
     """Read media metadata with PyAV: the smallest real job, used to exercise the job system."""
     await ctx.progress(0.1, "probe", "reading media")
     with ctx.stage("probe"):
         async with ctx.media_path() as path:  # a URL is downloaded in a thread (stage `fetch`)
             info = await ctx.run_blocking(probe_file, path)
-    delay = float(ctx.job.options.get("hold_seconds", 0))  # lets tests hold a worker mid-job
-    steps = int(delay * 10)
+    steps = int(held_for_test(ctx) * 10)
     for i in range(steps):
         await ctx.progress((i + 1) / max(steps, 1), "hold", f"holding {i + 1}/{steps}")
         await asyncio.sleep(0.1)
@@ -157,7 +170,11 @@ async def compose(ctx: JobContext) -> dict[str, Any]:
                 await ctx.progress(
                     0.02, "render", f"{len(plan.items)} items, {plan.total_duration:.2f} s, {choice.name}", force=True
                 )
+                render_began = time.monotonic()
                 strategy = await render(request)
+                metrics.observe_render(
+                    choice.name, plan.total_duration, plan.total_duration * plan.fps, time.monotonic() - render_began
+                )
             info = await asyncio.to_thread(probe_file, out)
             with ctx.stage("upload"):
                 await ctx.progress(0.99, "upload", "storing output.mp4", force=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from typing import Any
 
+from mediaflow.common.grpc import InsecureGrpcBind, check_bind
 from mediaflow.common.jobs.keys import COMPOSE_HEAVY_QUEUE, COMPOSE_QUEUE
 from mediaflow.common.jobs.model import JobType
 from mediaflow.common.runtime.bootstrap import run_worker
@@ -57,6 +59,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     queue = COMPOSE_HEAVY_QUEUE if args.queue == "compose-heavy" else COMPOSE_QUEUE
     settings = get_settings()
+    if args.grpc_port is None or args.grpc_port >= 0:
+        try:  # a refused bind is a configuration error: say so before anything starts
+            check_bind(settings.grpc_bind_host, settings.grpc_token, settings.grpc_insecure)
+        except InsecureGrpcBind as exc:
+            sys.exit(f"mediaflow-compositor: {exc}")
     on_startup, on_shutdown = lifecycle(settings, args.grpc_port)
     run_worker(
         queue,

@@ -13,7 +13,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from opentelemetry.trace import Span
+
 from mediaflow.common.errors import MediaflowError
+from mediaflow.common.telemetry import tracer
 
 ProgressFn = Callable[[float, dict[str, str]], Awaitable[None]]
 
@@ -46,6 +49,15 @@ async def run_ffmpeg(cmd: list[str], log: FfmpegLog, stderr_path: Path, on_progr
     """Run one ffmpeg command in its own process group. Cancellation of the calling task (job
     cancel, job time-out, worker shutdown) kills the whole group before the exception goes on."""
     cmd = [cmd[0], "-progress", "pipe:1", "-nostats", *cmd[1:]]
+    with tracer().start_as_current_span(
+        "ffmpeg", attributes={"process.executable.name": Path(cmd[0]).name, "process.command_args": cmd[:64]}
+    ) as span:
+        await _run_ffmpeg(cmd, log, stderr_path, on_progress, span)
+
+
+async def _run_ffmpeg(
+    cmd: list[str], log: FfmpegLog, stderr_path: Path, on_progress: ProgressFn | None, span: Span
+) -> None:
     started = time.monotonic()
     rc: int | None = None
     with open(stderr_path, "wb") as err:
@@ -76,6 +88,7 @@ async def run_ffmpeg(cmd: list[str], log: FfmpegLog, stderr_path: Path, on_progr
                 proc.returncode if rc is not None else f"killed ({proc.returncode})",
                 time.monotonic() - started,
             )
+    span.set_attribute("process.exit.code", proc.returncode if proc.returncode is not None else -1)
     if rc != 0:
         tail = " | ".join(line for line in stderr.strip().splitlines()[-3:])
         raise MediaflowError(f"ffmpeg failed (exit {rc}): {tail[:500]}", code="render_failed")

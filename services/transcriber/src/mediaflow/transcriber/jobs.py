@@ -23,15 +23,18 @@ async def transcribe(ctx: JobContext) -> dict[str, Any]:
     models = get_models(ctx.settings)  # loaded at startup; this only returns it
     await ctx.progress(0.0, "transcribing", force=True)
     # storage key, allow-listed path (checked again) or URL (downloaded in a thread, policy checked again)
-    async with ctx.media_path() as path:
-        transcript = await ctx.run_blocking(
-            lambda: run_transcription(models, path, options, progress=ctx.progress_threadsafe)
-        )
+    with ctx.stage("transcribe"):
+        async with ctx.media_path() as path:
+            transcript = await ctx.run_blocking(
+                lambda: run_transcription(models, path, options, progress=ctx.progress_threadsafe)
+            )
     ctx.check_cancelled()
     await ctx.progress(0.96, "captions", force=True)
-    files = await ctx.run_blocking(render, transcript, list(options.formats), options.captions)
-    for name, (data, content_type) in files.items():
-        await ctx.write_artifact(name, data, content_type)
+    with ctx.stage("captions"):
+        files = await ctx.run_blocking(render, transcript, list(options.formats), options.captions)
+    with ctx.stage("upload"):
+        for name, (data, content_type) in files.items():
+            await ctx.write_artifact(name, data, content_type)
     return {
         "language": transcript.language,
         "duration": round(transcript.duration, 3),

@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
+import time
 from typing import Any
 
 # (offline env vars are set by the package __init__, before anything imports huggingface_hub/pyannote)
-from mediaflow.common.grpc import start_server
+from mediaflow.common import metrics
+from mediaflow.common.grpc import InsecureGrpcBind, check_bind, start_server
 from mediaflow.common.jobs.keys import TRANSCRIBE_QUEUE
 from mediaflow.common.jobs.model import JobType
 from mediaflow.common.runtime.bootstrap import run_worker
@@ -32,10 +35,12 @@ def lifecycle(settings: Settings, grpc_port: int | None = None) -> tuple[Any, An
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         worker = ctx["worker"]
+        began = time.monotonic()
         models = await asyncio.to_thread(get_models, settings)
         info = models.info
         if info.diarization_backend == OFFLINE_DIARIZATION:  # loaded once here, never per job
             await asyncio.to_thread(diarization_models)
+        metrics.MODEL_LOAD.labels(info.model, info.device).set(time.monotonic() - began)
         worker.info = {
             "model": info.model,
             "device": info.device,
@@ -43,7 +48,13 @@ def lifecycle(settings: Settings, grpc_port: int | None = None) -> tuple[Any, An
             "diarization": info.diarization_backend,
         }
         port = settings.transcriber_grpc_port if grpc_port is None else grpc_port
-        server, bound = await start_server(port, [service_entry(models, worker.storage)])
+        server, bound = await start_server(
+            port,
+            [service_entry(models, worker.storage)],
+            host=settings.grpc_bind_host,
+            token=settings.grpc_token,
+            insecure=settings.grpc_insecure,
+        )
         ctx["grpc_server"], ctx["grpc_port"] = server, bound
         worker.info["grpc_port"] = bound
         log.info("gRPC Transcriber on port %s", bound)
@@ -61,6 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grpc-port", type=int, default=None, help="override MEDIAFLOW_TRANSCRIBER_GRPC_PORT")
     args = parser.parse_args(argv)
     settings = get_settings()
+    try:  # before the model loads: a refused bind is a configuration error, said at once
+        check_bind(settings.grpc_bind_host, settings.grpc_token, settings.grpc_insecure)
+    except InsecureGrpcBind as exc:
+        sys.exit(f"mediaflow-transcriber: {exc}")
     on_startup, on_shutdown = lifecycle(settings, args.grpc_port)
     run_worker(
         TRANSCRIBE_QUEUE,

@@ -3,8 +3,10 @@ analytics. Blocking (runs in a worker thread); `progress` may raise to cancel be
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from mediaflow.common import metrics
 from mediaflow.common.options.transcribe import TranscribeOptions
 
 from .analytics import analytics
@@ -17,6 +19,7 @@ from .transcript import Transcript
 def run_transcription(
     models: Models, path: Path, options: TranscribeOptions, progress: Progress | None = None, temperature: float = 0.0
 ) -> Transcript:
+    began = time.monotonic()
     try:
         diarize = options.diarize or bool(options.num_speakers or options.min_speakers or options.max_speakers)
         use_pyannote = diarize and diarization_backend(models.settings) == "pyannote"
@@ -41,6 +44,7 @@ def run_transcription(
                 raw = collector.turns(*speakers)
             apply_speakers(transcript, raw)
         transcript.analytics = analytics(transcript, summary=options.summary)
+        metrics.observe_transcription(transcript.duration, time.monotonic() - began)
         return transcript
     except BaseException:
         models.free_memory()

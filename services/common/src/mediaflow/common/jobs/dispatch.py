@@ -78,9 +78,7 @@ class Dispatcher:
         now_ms = int(time.time() * 1000)
         payload = serialize_job(FUNCTION_FOR_TYPE[job.type], (job.id,), {}, None, now_ms, serializer=json_serializer)
         script_keys = [
-            keys.job(job.id),
-            keys.events(job.id),
-            keys.tenant_index(job.tenant),
+            *keys.of_job(job.id, job.tenant),
             keys.arq_definition(job.id),
             keys.arq_lease(job.id),
             keys.arq_tries(job.id),
@@ -178,6 +176,13 @@ class Dispatcher:
         ending)."""
         await add_child(self.store, parent_id, child)
         await self.submit(child)
+
+    async def requeue(self, job: Job) -> bool:
+        """Enqueue `job` (changed in place, e.g. back to `queued`) again, as a retry does, if its record is
+        still the one it was read as (the sweeper's recovery of a job whose worker is gone). False: the
+        record changed meanwhile."""
+        script_keys, args = self._enqueue_call(job, job._stored or b"")
+        return bool(await self._enqueue(keys=script_keys, args=args) == 1)
 
     async def retry(self, job_id: str, tenant: str | None = None) -> Job:
         def mutate(j: Job) -> None:

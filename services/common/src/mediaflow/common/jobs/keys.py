@@ -11,12 +11,14 @@ Redis (all ours under `mediaflow:`):
   wake:{queue}        list an enqueue pushes to, so an idle worker wakes at once
   workers             hash of live workers (heartbeats)
   webhooks            stream of jobs whose webhook is due
+  sweeper             hash of the sweeper's counters (runtime/sweeper.py); sweeper:lock, one sweep at a time
 ARQ's own keys for a job id (its definition, in-progress lease, try count, result, abort set) are named
 by arq.constants; we write them with our records so that a job and its queue entry change together.
 
 Storage (object keys, the same on local disk and S3):
   media/{media_id}/{filename}   an upload
   jobs/{job_id}/{name}          a job's artifacts, and the copy of a URL input (`input{suffix}`)
+  jobs/{job_id}/attempts/{n}/   what attempt n writes, until it ends holding its lease
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ ALL_QUEUES = (TRANSCRIBE_QUEUE, COMPOSE_QUEUE, COMPOSE_HEAVY_QUEUE)
 WORKERS = PREFIX + "workers"
 WEBHOOKS = PREFIX + "webhooks"
 ABORTS = abort_jobs_ss  # ARQ's set of job ids a worker holding them must abort
+SWEEPER = PREFIX + "sweeper"  # the sweeper's counters (a hash)
+SWEEPER_LOCK = PREFIX + "sweeper:lock"  # held by the replica sweeping now
+# SCAN patterns of the per-id keys (the sweeper enumerates with them, in batches)
+JOB_PATTERN = PREFIX + "job:*"
+EVENTS_PATTERN = PREFIX + "events:*"
+MEDIA_PATTERN = PREFIX + "media:*"
+TENANT_INDEX_PATTERN = PREFIX + "jobs:*"
 
 
 def job(job_id: str) -> str:
@@ -68,6 +77,12 @@ def wake(queue: str) -> str:
     return f"{PREFIX}wake:{queue}"
 
 
+def id_of(key: str | bytes) -> str:
+    """The id at the end of a per-id key: `mediaflow:job:j_…` -> `j_…`."""
+    text = key.decode() if isinstance(key, bytes) else key
+    return text.rsplit(":", 1)[-1]
+
+
 def queue_name(queue: str) -> str:
     """The pool's short name: `mediaflow:queue:compose-heavy` -> `compose-heavy`."""
     return queue.removeprefix(PREFIX + "queue:")
@@ -90,6 +105,11 @@ def arq_result(job_id: str) -> str:
     return result_key_prefix + job_id
 
 
+def of_job(job_id: str, tenant: str) -> list[str]:
+    """A job's own keys: its record, its event stream, its tenant's index."""
+    return [job(job_id), events(job_id), tenant_index(tenant)]
+
+
 # ---- storage -------------------------------------------------------------------------------------
 def upload(media_id: str, filename: str) -> str:
     return f"media/{media_id}/{filename}"
@@ -101,6 +121,20 @@ def upload_prefix(media_id: str) -> str:
 
 def artifact(job_id: str, name: str) -> str:
     return f"jobs/{job_id}/{name}"
+
+
+def staged_artifact(job_id: str, attempt: int, name: str) -> str:
+    """Where attempt `attempt` writes an artifact; it is moved to `artifact()` when the attempt ends
+    still holding its lease, so a stale attempt never touches a newer one's files."""
+    return f"jobs/{job_id}/attempts/{attempt}/{name}"
+
+
+def attempt_files(job_id: str, attempt: int) -> str:
+    return f"jobs/{job_id}/attempts/{attempt}"
+
+
+MEDIA_FILES = "media"  # storage folder of the uploads (one folder per media id)
+JOB_FILES = "jobs"  # storage folder of the jobs' files (one folder per job id)
 
 
 def job_files(job_id: str) -> str:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import builtins
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from ..errors import Conflict, NotFound
@@ -49,18 +50,23 @@ class KeyChanges(NamedTuple):
     join: tuple[str, ...] = ()
 
 
-# Set the record only if it is still what we read, append the events, and in the same atomic step:
-# count a job that has just finished in its queue's recent outcomes (ARGV[7] = 1: the next key), queue
-# its webhook (ARGV[10] = 1: the next key, a stream), then apply the KeyChanges that follow: delete
-# ARGV[8] keys, drop the job from ARGV[9] sorted sets, add it to ARGV[12] sorted sets (score ARGV[13]).
-# Events start at ARGV[15].
+# Set the record only if it is still what we read - and, with a fence (ARGV[15] = 1), only while KEYS[3]
+# holds ARGV[16] (the writer's lease) - append the events, and in the same atomic step: count a job that
+# has just finished in its queue's recent outcomes (ARGV[7] = 1: the next key), queue its webhook
+# (ARGV[10] = 1: the next key, a stream), then apply the KeyChanges that follow: delete ARGV[8] keys,
+# drop the job from ARGV[9] sorted sets, add it to ARGV[12] sorted sets (score ARGV[13]).
+# Events start at ARGV[17]. Returns 1 (written), 0 (the record changed) or -1 (the fence is gone).
 CAS_SCRIPT = """
+local k = 3
+if ARGV[15] == '1' then
+  if redis.call('GET', KEYS[3]) ~= ARGV[16] then return -1 end
+  k = 4
+end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
-for i = 15, #ARGV, 2 do
+for i = 17, #ARGV, 2 do
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[i], 'data', ARGV[i + 1])
 end
-local k = 3
 if ARGV[7] == '1' then
   redis.call('ZADD', KEYS[k], ARGV[4], ARGV[5])
   redis.call('ZREMRANGEBYSCORE', KEYS[k], 0, ARGV[6])
@@ -77,6 +83,18 @@ return 1
 """
 
 
+# Delete a job's record, events, index entry and ARQ keys, if the record is still ARGV[1] (ARGV[1] empty:
+# whatever it is); the id (ARGV[2]) also leaves the sorted sets KEYS[7..] (its queue, the abort set).
+DELETE_SCRIPT = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6])
+redis.call('ZREM', KEYS[3], ARGV[2])
+for i = 7, #KEYS do redis.call('ZREM', KEYS[i], ARGV[2]) end
+return 1
+"""
+SCAN_BATCH = 500
+
+
 def notifies(before: JobState, job: Job) -> bool:
     """Whether this write ends a job that has a webhook to call."""
     return bool(job.webhook_url) and before not in TERMINAL and job.state in TERMINAL
@@ -88,12 +106,20 @@ def just_finished(before: JobState, job: Job) -> bool:
 
 
 Changes = KeyChanges | Callable[[Job], KeyChanges] | None
+Fence = tuple[str, str]  # (key, value): a write that only lands while the key holds the value
+
+
+class LeaseLost(Conflict):
+    """A fenced write found its fence gone: another attempt owns the job now."""
+
+    code = "lease_lost"
 
 
 class JobStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._cas = redis.register_script(CAS_SCRIPT)
+        self._delete = redis.register_script(DELETE_SCRIPT)
 
     # ---- jobs -------------------------------------------------------------------------------
     async def get(self, job_id: str, tenant: str | None = None) -> Job:
@@ -113,12 +139,18 @@ class JobStore:
         return [Job.from_stored(r) for r in raws if r is not None]
 
     async def update(
-        self, job_id: str, mutate: Mutation, changes: Changes = None, known: Job | bytes | None = None
+        self,
+        job_id: str,
+        mutate: Mutation,
+        changes: Changes = None,
+        known: Job | bytes | None = None,
+        fence: Fence | None = None,
     ) -> Job:
         """Read-modify-write. `mutate` changes the job in place and returns events to append; it may
         raise to abort. `changes` (or a function of the changed job giving them) are applied with the
         write. `known` is the record as the caller last saw it: while it is still current, the read is
-        skipped (a stale one only costs a retry)."""
+        skipped (a stale one only costs a retry). With a `fence` the write lands only while the fence
+        holds (LeaseLost otherwise): a job attempt fences every write with its lease."""
         raw = known._stored if isinstance(known, Job) else known
         job = known.model_copy() if isinstance(known, Job) and raw is not None else None
         while True:
@@ -132,17 +164,24 @@ class JobStore:
             before = job.state
             events = mutate(job) or []
             also = changes(job) if callable(changes) else changes
-            if await self.write_if_unchanged(job, raw, before, events, also):
+            if await self.write_if_unchanged(job, raw, before, events, also, fence):
                 return job
             raw = job = None  # changed since we read it: read again
 
     async def write_if_unchanged(
-        self, job: Job, raw: bytes, before: JobState, events: Events, changes: KeyChanges | None = None
+        self,
+        job: Job,
+        raw: bytes,
+        before: JobState,
+        events: Events,
+        changes: KeyChanges | None = None,
+        fence: Fence | None = None,
     ) -> bool:
         """Write `job` (changed from the record `raw`, which was in state `before`) and its events,
-        unless the record is no longer `raw`. One round trip; False when it changed meanwhile."""
+        unless the record is no longer `raw`. One round trip; False when it changed meanwhile,
+        LeaseLost when the `fence` no longer holds."""
         new = job.internal_json().encode()
-        script_keys = [keys.job(job.id), keys.events(job.id)]
+        script_keys = [keys.job(job.id), keys.events(job.id), *([fence[0]] if fence else [])]
         now = time.time()
         counted, notify = just_finished(before, job), notifies(before, job)
         if counted:
@@ -166,10 +205,15 @@ class JobStore:
             len(changes.join),
             int(now * 1000),
             WEBHOOKS_MAXLEN,
+            int(fence is not None),
+            fence[1] if fence else "",
         ]
         for name, data in events:
             args += [name, json.dumps(data)]
-        if not await self._cas(keys=script_keys, args=args):
+        written = await self._cas(keys=script_keys, args=args)
+        if written == -1:
+            raise LeaseLost(f"job {job.id}: this attempt's lease is gone (another attempt owns the job)")
+        if not written:
             return False
         job._stored = new
         return True
@@ -182,6 +226,7 @@ class JobStore:
         allowed_from: set[JobState] | None = None,
         changes: Changes = None,
         known: Job | None = None,
+        fence: Fence | None = None,
         **fields: Any,
     ) -> Job:
         def mutate(job: Job) -> Events:
@@ -194,7 +239,7 @@ class JobStore:
                 job.finished_at = utcnow()
             return [("state", state_event(job))]
 
-        return await self.update(job_id, mutate, changes, known)
+        return await self.update(job_id, mutate, changes, known, fence)
 
     async def list(
         self,
@@ -265,3 +310,72 @@ class JobStore:
                 pipe.zcount(keys.stats(queue, outcome), now - STATS_WINDOW_S, "+inf")
             succeeded, failed = await pipe.execute()
         return {"succeeded": succeeded, "failed": failed}
+
+    # ---- deletion and enumeration (retention, the sweeper) ----------------------------------
+    async def delete(self, job: Job, *, if_unchanged: bool = True) -> bool:
+        """Delete the job's record, event stream, tenant-index entry and ARQ keys in one step - only
+        while the record is still the one `job` was read as, unless `if_unchanged` is False. An ended
+        job also leaves its queue and the abort set (a held one keeps them: its worker still needs
+        them). Its files are the caller's (jobs/retention.py). False: the record changed meanwhile."""
+        script_keys = [
+            *keys.of_job(job.id, job.tenant),
+            keys.arq_definition(job.id),
+            keys.arq_tries(job.id),
+            keys.arq_result(job.id),
+        ]
+        if job.terminal and job.queue:
+            script_keys += [job.queue, keys.ABORTS]
+        expected = (job._stored or b"") if if_unchanged else b""
+        return bool(await self._delete(keys=script_keys, args=[expected, job.id]))
+
+    async def delete_media(self, media_id: str) -> bool:
+        """False: there was no such record."""
+        return bool(await self.redis.delete(keys.media(media_id)))
+
+    async def scan_ids(self, pattern: str, batch: int = SCAN_BATCH) -> AsyncIterator[builtins.list[str]]:
+        """The ids of the keys matching `pattern` (keys.JOB_PATTERN, ...), in batches (bounded memory;
+        SCAN may return an id twice, and keys made meanwhile may be missed)."""
+        ids: list[str] = []
+        async for key in self.redis.scan_iter(match=pattern, count=batch):
+            ids.append(keys.id_of(key))
+            if len(ids) >= batch:
+                yield ids
+                ids = []
+        if ids:
+            yield ids
+
+    async def scan_jobs(self, batch: int = SCAN_BATCH) -> AsyncIterator[builtins.list[Job]]:
+        """Every job record, in batches (records that do not parse are skipped)."""
+        async for ids in self.scan_ids(keys.JOB_PATTERN, batch):
+            raws = await self.redis.mget([keys.job(i) for i in ids])
+            jobs: list[Job] = []
+            for raw in raws:
+                if raw is not None:
+                    try:
+                        jobs.append(Job.from_stored(raw))
+                    except ValidationError:
+                        continue
+            yield jobs
+
+    async def scan_media(self, batch: int = SCAN_BATCH) -> AsyncIterator[builtins.list[Media]]:
+        """Every media record, in batches."""
+        async for ids in self.scan_ids(keys.MEDIA_PATTERN, batch):
+            raws = await self.redis.mget([keys.media(i) for i in ids])
+            found: list[Media] = []
+            for raw in raws:
+                if raw is not None:
+                    try:
+                        found.append(Media.model_validate_json(raw))
+                    except ValidationError:
+                        continue
+            yield found
+
+    async def existing(self, key_of: Callable[[str], str], ids: builtins.list[str]) -> set[str]:
+        """Those of `ids` whose key (`key_of(id)`, e.g. keys.job) exists: one round trip."""
+        if not ids:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.exists(key_of(i))
+            found = await pipe.execute()
+        return {i for i, n in zip(ids, found, strict=True) if n}

@@ -6,6 +6,7 @@ job that was accepted is one a worker understands.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -23,7 +24,26 @@ OPTIONS_MODELS: dict[JobType, type[BaseModel]] = {
 }
 
 
+def non_finite(value: Any, where: str = "") -> str | None:
+    """Where a NaN, an infinity (JSON `1e999`) or an integer beyond 64 bits hides in a value, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "options"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        return where or "options"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if (found := non_finite(item, f"{where}.{key}" if where else str(key))) is not None:
+            return found
+    return None
+
+
 def parse_options(job_type: JobType, options: dict[str, Any] | None) -> BaseModel:
+    if (where := non_finite(options)) is not None:
+        raise InvalidInput(
+            f"invalid options for {job_type.value}: {where}: numbers must be finite and within range",
+            code="invalid_options",
+            detail={"errors": [{"loc": where, "msg": "numbers must be finite and within range"}]},
+        )
     try:
         return OPTIONS_MODELS[job_type].model_validate(options or {})
     except ValidationError as exc:
@@ -43,5 +63,6 @@ __all__ = [
     "ComposeOptions",
     "ProbeOptions",
     "TranscribeOptions",
+    "non_finite",
     "parse_options",
 ]

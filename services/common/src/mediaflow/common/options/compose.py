@@ -64,7 +64,7 @@ class TextAnimation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     words: list[str] = Field(min_length=1, max_length=50)
-    start: float = Field(0.5, ge=0)
+    start: float = Field(0.5, ge=0, le=24 * 3600)
     letter_delay: float = Field(0.05, ge=0, le=2)
     font: str = Field("DejaVu Sans", pattern=FONT_NAME)
     size: int = Field(72, ge=8, le=400)  # at 1080p; scaled with the output height
@@ -173,8 +173,6 @@ class CaptionOptions(BaseModel):
 
 class ProbeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-    hold_seconds: float = Field(0.0, ge=0, le=600)  # keeps the worker busy (tests, drills)
 
 
 def check_timeline_media(options: ComposeOptions, streams: dict[str, list[dict[str, Any]]]) -> None:

@@ -41,15 +41,20 @@ class MediaRef(BaseModel):
 
 
 def media_ref(value: Any) -> dict[str, str] | None:
-    """A job body's `input`: None, or the one source it names; else InvalidInput (422 invalid_input)."""
+    """A job body's `input`: None, or the one source it names. A malformed `input` (not an object, a
+    field that is not a string, an unknown field) is 422 `invalid_request`, like any malformed body;
+    one that breaks the rule above is 422 `invalid_input`."""
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise InvalidInput('input must be an object: {"media_id": ...}, {"path": ...} or {"url": ...}')
+        raise InvalidInput(
+            'input must be an object: {"media_id": ...}, {"path": ...} or {"url": ...}', code="invalid_request"
+        )
     try:
         return MediaRef.model_validate(value).source()
     except ValidationError as exc:
         first = exc.errors()[0]
         where = "".join(f".{part}" for part in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")  # the model's own check names the input
-        raise InvalidInput(f"input{where}: {message}" if where else message) from None
+        if first["type"] == "value_error":  # the model's own check, which names the input
+            raise InvalidInput(first["msg"].removeprefix("Value error, ")) from None
+        raise InvalidInput(f"input{where}: {first['msg']}", code="invalid_request") from None

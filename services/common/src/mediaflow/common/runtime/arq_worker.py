@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -33,25 +34,28 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .. import metrics
 from ..jobs import keys
 from ..jobs.dispatch import json_deserializer, json_serializer
 from ..jobs.family import Workflows
 from ..jobs.model import JobType
 from ..jobs.queues import FUNCTION_FOR_TYPE, timeout_for
-from ..jobs.store import JobStore
+from ..jobs.store import Fence, JobStore
 from ..jobs.webhooks import WebhookDeliverer
 from ..settings import Settings
 from ..storage import Storage, open_storage
 from .attempts import RetryIn, run_attempt
 from .context import Handler
+from .sweeper import sweeping
 
 log = logging.getLogger("mediaflow.worker")
 
-# Claim a queued job: it must still be on the queue and due, and no other worker may hold it.
+# Claim a queued job: it must still be on the queue and due, and no other worker may hold it. The lease
+# holds this claim's token, which fences every write of the attempt (store.py).
 CLAIM_SCRIPT = """
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[3]) then return false end
+if not redis.call('SET', KEYS[1], ARGV[4], 'NX', 'PX', ARGV[3]) then return false end
 local try = redis.call('INCR', KEYS[5])
 redis.call('EXPIRE', KEYS[5], 88400)
 return {score, redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4]), try, redis.call('ZREM', KEYS[6], ARGV[1])}
@@ -74,19 +78,27 @@ class MediaflowWorker(Worker):
         self._next_scan = 0.0
         self._slot_freed = asyncio.Event()
         self.claimed_records: dict[str, bytes] = {}
+        self.leases: dict[str, str] = {}  # job id -> the token its lease holds
+        self.lost_leases: set[str] = set()  # jobs another attempt took over: ARQ's keys are not ours
+        self.settled: set[str] = set()  # interrupted jobs whose last write also settled ARQ's keys
         self._holding: set[str] = set()  # jobs claimed whose slot is not yet given back
         self.store = JobStore(Redis.from_url(settings.redis_url))  # connects on first use
         self._claim: AsyncScript = self.store.redis.register_script(CLAIM_SCRIPT)  # EVALSHA: not resent
         self._webhooks: asyncio.Task[None] | None = None
         self.storage: Storage = open_storage(settings.storage_url)
         self.info: dict[str, Any] = {}
+        self.metrics_url: str | None = None
+        self._type_of_function = {name: t.value for t, name in FUNCTION_FOR_TYPE.items()}
 
     async def main(self) -> None:
+        # Prometheus (metrics.py): one server per process, before on_startup (a model may load for a while)
+        self.metrics_url = metrics.serve(self.settings.worker_metrics_port, self.settings.worker_metrics_host)
+        metrics.SLOTS.labels(self.queue_name).set(self.max_jobs)
         self._wake_redis = Redis.from_url(self.settings.redis_url)
         if self.settings.webhook_secret:  # every worker process also delivers due webhooks
             deliverer = WebhookDeliverer(self.store.redis, self.store, self.settings, self.worker_id)
             self._webhooks = asyncio.create_task(deliverer.run())
-        await super().main()
+        await sweeping(self, super().main())  # the sweeper runs beside every worker (sweeper.py)
 
     async def _poll_iteration(self) -> None:
         try:
@@ -147,6 +159,7 @@ class MediaflowWorker(Worker):
                 return
             self.job_counter += 1
             job_id = job_id_b.decode()
+            token = f"{self.worker_id}:{secrets.token_hex(6)}"
             claimed = await self._claim(
                 keys=[
                     keys.arq_lease(job_id),
@@ -156,7 +169,7 @@ class MediaflowWorker(Worker):
                     keys.arq_tries(job_id),
                     keys.ABORTS,
                 ],
-                args=[job_id, int(time.time() * 1000), lease_ms],
+                args=[job_id, int(time.time() * 1000), lease_ms, token],
             )
             if not claimed:  # running elsewhere, finished, or deferred
                 self.job_counter -= 1
@@ -164,19 +177,25 @@ class MediaflowWorker(Worker):
                 continue
             score, record, payload, job_try, aborted = claimed
             self._holding.add(job_id)
+            metrics.BUSY_SLOTS.labels(self.queue_name).set(len(self._holding))
+            self.leases[job_id] = token
             if record:  # the record as of the claim: the job's start needs no second read
                 self.claimed_records[job_id] = record
             self.tasks[job_id] = self.loop.create_task(
-                self._run_claimed(job_id, int(score), payload, job_try, bool(aborted))
+                self._run_claimed(job_id, int(score), payload, job_try, bool(aborted), token)
             )
 
-    async def _run_claimed(self, job_id: str, score: int, payload: bytes | None, job_try: int, aborted: bool) -> None:
+    async def _run_claimed(
+        self, job_id: str, score: int, payload: bytes | None, job_try: int, aborted: bool, token: str
+    ) -> None:
         """ARQ's run_job for our jobs, minus its first round trip (the claim script did that work)
         and minus what we do not use (pickle, results, cron). Same outcomes: finished, retried with a
         delay, or left on the queue when the worker shuts down."""
         try:
             outcome = await self._execute(job_id, score, payload, job_try, aborted)
         finally:
+            if self.leases.get(job_id) == token:  # a retry may have claimed the id again meanwhile
+                del self.leases[job_id]
             self.claimed_records.pop(job_id, None)  # left over when ARQ never called our function
             self.free_slot(job_id)
         if outcome is not None:
@@ -197,6 +216,9 @@ class MediaflowWorker(Worker):
             log.warning("job %s: no function %r on this worker", job_id, data["f"])
             self.jobs_failed += 1
             return True, None
+        # the score is when the job became due (enqueue time, or the end of a retry's delay)
+        waited = max(0.0, time.time() - score / 1000)
+        metrics.QUEUE_WAIT.labels(self.queue_name, self._type_of_function.get(data["f"], "")).observe(waited)
         ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "score": score}
         task = self.loop.create_task(function.coroutine(ctx, *data["a"], **data["k"]))
         self.job_tasks[job_id] = task
@@ -209,6 +231,8 @@ class MediaflowWorker(Worker):
             if outcome is True:
                 return None
         except (Exception, asyncio.CancelledError) as exc:
+            if job_id in self.lost_leases or job_id in self.settled:
+                return None  # ARQ's keys are settled already (by our last write, or by the new owner)
             if isinstance(exc, asyncio.CancelledError) and job_id not in self.aborting_tasks:
                 self.jobs_retried += 1  # shutdown: the job stays on the queue (our wrapper requeued its record)
                 return False, None
@@ -218,9 +242,24 @@ class MediaflowWorker(Worker):
         finally:
             self.job_tasks.pop(job_id, None)
             self.aborting_tasks.discard(job_id)
+            self.lost_leases.discard(job_id)
+            self.settled.discard(job_id)
         return True, None
 
     # ---- WorkerPort (attempts.py) -----------------------------------------------------------------
+    def lease(self, job_id: str) -> Fence:
+        return keys.arq_lease(job_id), self.leases[job_id]
+
+    def lose_lease(self, job_id: str) -> None:
+        self.lost_leases.add(job_id)
+        self.abort(job_id)
+
+    def mark_settled(self, job_id: str) -> None:
+        self.settled.add(job_id)
+
+    def has_lost_lease(self, job_id: str) -> bool:
+        return job_id in self.lost_leases
+
     def take_claimed_record(self, job_id: str) -> bytes | None:
         return self.claimed_records.pop(job_id, None)
 
@@ -242,6 +281,7 @@ class MediaflowWorker(Worker):
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
         self._slot_freed.set()
+        metrics.BUSY_SLOTS.labels(self.queue_name).set(len(self._holding))
 
     async def heart_beat(self) -> None:
         await super().heart_beat()
@@ -256,6 +296,7 @@ class MediaflowWorker(Worker):
                 "heartbeat": now,
                 "jobs": sorted(self.job_tasks),
                 "draining": self.shutting_down,
+                "metrics_url": self.metrics_url,
                 **self.info,
             }
             await self.pool.hset(keys.WORKERS, self.worker_id, json.dumps(entry))  # type: ignore[misc]  # as above

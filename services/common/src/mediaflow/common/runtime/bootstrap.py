@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import Any
 
 from ..jobs.model import JobType
 from ..settings import Settings
-from ..telemetry import setup_tracing
+from ..telemetry import setup_logging, setup_tracing
 from .arq_worker import create_worker
 from .context import Handler
 
@@ -19,7 +18,7 @@ def run_worker(
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (which drain; see arq_worker.py). `service_name` names the
     process in traces unless OTEL_SERVICE_NAME does."""
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level)  # every line carries trace_id, job_id and tenant
     setup_tracing(service_name, settings)
     with contextlib.suppress(ImportError):  # uvloop: less per-job overhead in the event loop
         import uvloop

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .. import metrics
 from ..errors import InvalidInput
 from ..fetch import fetch_url, redacted, url_suffix
 from ..jobs import keys
 from ..jobs.family import Workflows, child_progress
 from ..jobs.model import Artifact, Job, JobState
-from ..jobs.store import Events, JobStore
+from ..jobs.store import Events, Fence, JobStore, LeaseLost, Mutation
 from ..settings import Settings
 from ..storage import Storage, allowed_path
 from ..telemetry import stage_span
@@ -46,6 +47,8 @@ class JobContext:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     # The write of the running record, still in flight when the handler starts (attempts.py).
     started: Awaitable[bool] | None = None
+    # This attempt's lease: every write of the attempt lands only while it holds (store.py).
+    fence: Fence | None = None
     _last_progress: float = 0.0
     _loop: asyncio.AbstractEventLoop | None = None
 
@@ -68,11 +71,22 @@ class JobContext:
             job.message = message
             return [("progress", {"progress": job.progress, "stage": job.stage, "message": message})]
 
-        self.job = await self.store.update(self.job.id, mutate, known=self.job)
+        try:
+            self.job = await self.store.update(self.job.id, mutate, known=self.job, fence=self.fence)
+        except LeaseLost:
+            self.cancel_event.set()  # work in threads stops at its next progress call
+            raise
         if self.job.state == JobState.cancelling:
             self.cancel_event.set()
         if self.job.parent_id:  # a child's progress shows on its parent, as the parent's workflow weighs it
             await child_progress(self.store, self.job, fraction, message, self.workflows)
+
+    async def update(self, mutate: Mutation) -> Job:
+        """Change the job's own record (after its running record, fenced by the attempt's lease)."""
+        if self.started is not None:
+            await self.started
+        self.job = await self.store.update(self.job.id, mutate, known=self.job, fence=self.fence)
+        return self.job
 
     def progress_threadsafe(self, fraction: float, stage: str | None = None, message: str = "") -> None:
         """Progress from a worker thread; raises JobCancelled once the job is cancelled."""
@@ -102,7 +116,9 @@ class JobContext:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        with stage_span(name):
+        """A named step of the job: a tracing span, and its duration in
+        `mediaflow_worker_stage_duration_seconds{stage=name}` (keep names a fixed set)."""
+        with stage_span(name), metrics.timed_stage(self.job.queue, self.job.type.value, name):
             yield
 
     def media_path(self, ref: dict[str, Any] | None = None) -> MediaFile:
@@ -144,7 +160,9 @@ class JobContext:
         return report
 
     async def write_artifact(self, name: str, src: Path | bytes, content_type: str) -> Artifact:
-        key = keys.artifact(self.job.id, name)
+        """Store an artifact of this attempt. It is staged under the attempt and published (moved to
+        `jobs/{id}/{name}`) when the attempt ends holding its lease (`publish_artifacts`)."""
+        key = keys.staged_artifact(self.job.id, self.job.attempt, name)
         if isinstance(src, bytes | bytearray):
 
             def put() -> int:
@@ -160,6 +178,18 @@ class JobContext:
         artifact = Artifact(name=name, size=size, content_type=content_type)
         self.artifacts = [a for a in self.artifacts if a.name != name] + [artifact]
         return artifact
+
+    def publish_artifacts(self) -> None:
+        """Move this attempt's artifacts into place (blocking; the attempt's outcome write follows)."""
+        for artifact in self.artifacts:
+            self.storage.move(
+                keys.staged_artifact(self.job.id, self.job.attempt, artifact.name),
+                keys.artifact(self.job.id, artifact.name),
+            )
+        self.discard_staged()
+
+    def discard_staged(self) -> None:
+        self.storage.delete_prefix(keys.attempt_files(self.job.id, self.job.attempt))
 
 
 class MediaFile:

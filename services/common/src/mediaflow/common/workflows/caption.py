@@ -83,7 +83,7 @@ async def fetch_url_input(ctx: JobContext) -> Job:
         job.input = {**job.input, "media_id": media.id, "storage_key": key}
         return []
 
-    ctx.job = await ctx.store.update(parent.id, adopt, known=parent)
+    await ctx.update(adopt)
     await ctx.log(f"fetched {redacted(url)}: {size} bytes, kept as media {media.id}")
     return ctx.job
 
@@ -100,7 +100,7 @@ async def run_caption(ctx: JobContext) -> dict[str, Any]:
             job.children = []
             return []
 
-        ctx.job = await ctx.store.update(ctx.job.id, reset, known=ctx.job)
+        await ctx.update(reset)
     if ctx.job.input.get("url"):
         with ctx.stage("fetch"):
             await fetch_url_input(ctx)
