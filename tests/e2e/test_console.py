@@ -5,7 +5,6 @@ the transcript, and the queues view. Screenshots land in docs/console/ (docs/con
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -16,12 +15,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gateway_support import running_compositor, running_gateway
+from job_support import in_process_worker
 from test_webpage import browser, probe_with_report  # noqa: F401  (browser is a fixture)
 
 from mediaflow.common.jobs.keys import TRANSCRIBE_QUEUE
 from mediaflow.common.jobs.model import JobType
-from mediaflow.common.runtime.arq_worker import create_worker
-from mediaflow.common.workflows import WORKFLOWS
+from mediaflow.common.runtime.arq_worker import MediaflowWorker
+from mediaflow.common.settings import Settings
 from mediaflow.compositor import jobs as compositor_jobs
 from mediaflow.transcriber import jobs as transcriber_jobs
 from mediaflow.transcriber.model import get_models
@@ -73,24 +73,9 @@ async def api_call(page, method: str, path: str, body: dict | None = None) -> di
     )
 
 
-@contextlib.asynccontextmanager
-async def transcriber(settings):
+def transcriber(settings: Settings) -> contextlib.AbstractAsyncContextManager[MediaflowWorker]:
     get_models(settings)  # loaded before the worker starts, as the worker's startup does
-    worker = create_worker(
-        TRANSCRIBE_QUEUE,
-        {JobType.transcribe: transcriber_jobs.transcribe},
-        settings,
-        workflows=WORKFLOWS,
-        handle_signals=False,
-    )
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        await worker.close()
+    return in_process_worker(settings, {JobType.transcribe: transcriber_jobs.transcribe}, TRANSCRIBE_QUEUE)
 
 
 async def test_sign_in_keeps_the_key_out_of_urls_and_storage(redis, settings, browser):  # noqa: F811

@@ -10,14 +10,13 @@ from typing import Any
 
 import httpx
 import uvicorn
+from job_support import in_process_worker
 
 from mediaflow.api.app import create_app
-from mediaflow.common.jobs.keys import COMPOSE_QUEUE
 from mediaflow.common.jobs.model import JobType
-from mediaflow.common.runtime.arq_worker import create_worker
+from mediaflow.common.runtime.arq_worker import MediaflowWorker
 from mediaflow.common.runtime.context import Handler
 from mediaflow.common.settings import Settings
-from mediaflow.common.workflows import WORKFLOWS
 from mediaflow.compositor import jobs as compositor_jobs
 
 ALICE = {"Authorization": "Bearer key-alice"}
@@ -48,24 +47,11 @@ async def running_gateway(settings: Settings, **app_kwargs: Any) -> AsyncIterato
             await asyncio.wait_for(task, 10)
 
 
-@contextlib.asynccontextmanager
-async def running_compositor(settings: Settings, handlers: dict[JobType, Handler] | None = None) -> AsyncIterator[None]:
+def running_compositor(
+    settings: Settings, handlers: dict[JobType, Handler] | None = None
+) -> contextlib.AbstractAsyncContextManager[MediaflowWorker]:
     """The compose pool's worker, in this process (no signal handlers)."""
-    worker = create_worker(
-        COMPOSE_QUEUE,
-        handlers or {JobType.probe: compositor_jobs.probe},
-        settings,
-        workflows=WORKFLOWS,
-        handle_signals=False,
-    )
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        await worker.close()
+    return in_process_worker(settings, handlers or {JobType.probe: compositor_jobs.probe})
 
 
 async def upload(

@@ -10,22 +10,21 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from gateway_support import ALICE, running_gateway, wait_terminal
+from job_support import in_process_worker
 
 from mediaflow.api.app import create_app
 from mediaflow.common.errors import MediaflowError
 from mediaflow.common.jobs import keys
 from mediaflow.common.jobs.keys import COMPOSE_QUEUE, TRANSCRIBE_QUEUE
 from mediaflow.common.jobs.model import JobType
-from mediaflow.common.runtime.arq_worker import create_worker
+from mediaflow.common.runtime.arq_worker import MediaflowWorker
 from mediaflow.common.runtime.context import Handler, JobContext
 from mediaflow.common.settings import Settings
-from mediaflow.common.workflows import WORKFLOWS
 
 STALL_S = 3.0  # the test's MEDIAFLOW_STALL_SECONDS (the default is 20)
 CLI = os.path.join(os.path.dirname(sys.executable), "mediaflow")
@@ -41,17 +40,10 @@ async def cli(url: str, *args: str) -> tuple[int, str]:
     return proc.returncode or 0, stdout.decode()
 
 
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings, queue: str, handlers: dict[JobType, Handler]) -> AsyncIterator[None]:
-    worker = create_worker(queue, handlers, settings, workflows=WORKFLOWS, handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        await worker.close()
+def running_worker(
+    settings: Settings, queue: str, handlers: dict[JobType, Handler]
+) -> contextlib.AbstractAsyncContextManager[MediaflowWorker]:
+    return in_process_worker(settings, handlers, queue)
 
 
 async def trivial_transcribe(ctx: JobContext) -> dict[str, Any]:

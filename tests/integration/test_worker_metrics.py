@@ -15,13 +15,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from gateway_support import ALICE, running_gateway, upload, wait_terminal
+from job_support import in_process_worker
 
 from mediaflow.common import metrics
 from mediaflow.common.errors import MediaflowError
@@ -30,10 +31,9 @@ from mediaflow.common.jobs import keys
 from mediaflow.common.jobs.dispatch import Dispatcher
 from mediaflow.common.jobs.keys import COMPOSE_QUEUE, TRANSCRIBE_QUEUE
 from mediaflow.common.jobs.model import Job, JobState, JobType
-from mediaflow.common.runtime.arq_worker import create_worker
+from mediaflow.common.runtime.arq_worker import MediaflowWorker, create_worker
 from mediaflow.common.runtime.context import JobContext
 from mediaflow.common.settings import Settings
-from mediaflow.common.workflows import WORKFLOWS
 from mediaflow.compositor import jobs as compositor_jobs
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -159,23 +159,8 @@ async def registry_entry(redis, queue: str, timeout: float) -> dict:
         await asyncio.sleep(0.1)
 
 
-@contextlib.asynccontextmanager
-async def compositor(settings: Settings) -> AsyncIterator[None]:
-    worker = create_worker(
-        COMPOSE_QUEUE,
-        {JobType.probe: compositor_jobs.probe, JobType.compose: compositor_jobs.compose},
-        settings,
-        workflows=WORKFLOWS,
-        handle_signals=False,
-    )
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        await worker.close()
+def compositor(settings: Settings) -> contextlib.AbstractAsyncContextManager[MediaflowWorker]:
+    return in_process_worker(settings, {JobType.probe: compositor_jobs.probe, JobType.compose: compositor_jobs.compose})
 
 
 async def test_prometheus_scrapes_gateway_and_workers(redis, settings, media, tmp_path):
