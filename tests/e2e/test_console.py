@@ -288,6 +288,12 @@ async def test_player_captions_and_transcript(redis, settings, media, browser): 
         assert await page.locator("#transcript .segment:not([hidden])").count() == 0
         await page.fill("#transcript-search", "")
         assert await page.locator("#transcript .segment[hidden]").count() == 0
+
+        # after a reload this tab no longer holds the file: the player streams the upload from the server
+        await page.reload()
+        await page.wait_for_selector("video#player", timeout=15_000)
+        await page.wait_for_function("document.querySelector('video#player').readyState >= 1", timeout=15_000)
+        assert "playing the upload jfk.flac" in await page.inner_text("#media-note")
         names = await page.locator("#artifacts a.artifact").all_inner_texts()
         assert "captions.vtt" in names and "transcript.json" in names
         assert errors == []

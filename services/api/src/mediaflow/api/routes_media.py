@@ -11,10 +11,11 @@ from pydantic import BaseModel
 from mediaflow.common.errors import MediaflowError
 from mediaflow.common.ids import new_media_id
 from mediaflow.common.jobs import keys
-from mediaflow.common.jobs.model import Media
+from mediaflow.common.jobs.model import Artifact, Media
 from mediaflow.common.jobs.retention import delete_media as delete_media_and_upload
 from mediaflow.common.probe import probe_file
 
+from .artifacts import artifact_response
 from .auth import require_tenant
 from .problems import problem_responses
 from .services import Services, services
@@ -117,6 +118,24 @@ async def get_media(
 ) -> dict[str, Any]:
     media = await svc.media.get(media_id, tenant)
     return media_resource(media)
+
+
+@router.get(
+    "/{media_id}/content",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "a range"},
+        **problem_responses(401, 404, 416),
+    },
+    summary="The uploaded bytes (HTTP Range honoured), e.g. for the console's player",
+)
+async def get_media_content(
+    media_id: str, request: Request, tenant: str = Depends(require_tenant), svc: Services = Depends(services)
+) -> Response:
+    media = await svc.media.get(media_id, tenant)
+    content = Artifact(name=media.filename or media.id, size=media.size, content_type=media.content_type or "")
+    return await artifact_response(svc.storage, media.key, content, request)
 
 
 @router.delete(

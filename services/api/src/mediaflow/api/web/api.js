@@ -73,7 +73,16 @@ export function uploadMedia(file, onProgress) {
 
 /** An artifact as a blob: URL (the key must not be in a URL, so no plain link). Caller revokes it. */
 export async function artifactBlobUrl(artifact) {
-  const response = await fetch(artifact.url.replace(/^\//, ""), { headers: headers() });
+  return blobUrl(artifact.url);
+}
+
+/** The bytes of an upload (GET /v1/media/{id}/content) as a blob: URL, with its content type. */
+export async function mediaBlobUrl(mediaId) {
+  return blobUrl(`/v1/media/${encodeURIComponent(mediaId)}/content`);
+}
+
+async function blobUrl(path) {
+  const response = await fetch(path.replace(/^\//, ""), { headers: headers() });
   if (!response.ok) {
     let body = null;
     try { body = await response.json(); } catch { /* not a problem document */ }

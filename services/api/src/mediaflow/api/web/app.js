@@ -2,14 +2,14 @@
 // #/jobs/<id>, #/queues. The API key stays in sessionStorage and goes only in Authorization headers.
 import {
   api, ApiError, TERMINAL, artifactBlobUrl, artifactText, downloadArtifact, eventTime, followEvents,
-  getKey, jobPath, setKey, uploadMedia,
+  getKey, jobPath, mediaBlobUrl, setKey, uploadMedia,
 } from "./api.js";
 import { renderTranscript } from "./transcript.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const VIEWS = ["signin", "upload", "jobs", "job", "queues"];
 const POLL_MS = 1500;
-const localMedia = new Map();  // media id -> File uploaded from this tab (the API serves no media bytes)
+const localMedia = new Map();  // media id -> File uploaded from this tab (played without downloading it back)
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -639,6 +639,17 @@ async function setupMedia(view) {
     view.blobUrls.push(url);
     await attach(url, !local.type.startsWith("audio/"), `playing ${local.name} from this browser (the upload of this tab)`);
     return;
+  }
+  if (job.input.media_id) {  // the upload itself, from the server
+    try {
+      const record = await api(`v1/media/${encodeURIComponent(job.input.media_id)}`);
+      if (/^(video|audio)\//.test(record.content_type || "")) {
+        const url = await mediaBlobUrl(job.input.media_id);
+        view.blobUrls.push(url);
+        await attach(url, record.content_type.startsWith("video/"), `playing the upload ${record.filename}`);
+        return;
+      }
+    } catch { /* deleted or not media: the operator can pick the file */ }
   }
   $("#media-note").textContent = "The server keeps no playable copy for this job: pick the input file to play it here.";
   $("#local-media").hidden = false;
