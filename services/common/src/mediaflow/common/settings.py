@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0  # a dead worker's job is picked up again after this
     job_completion_wait: int = 60  # SIGTERM drain
     max_tries: int = 3
+    # Retry backoff of a retryable failure (queues.retry_delay): the n-th retry waits a random time in
+    # [d/2, d] with d = min(max, base * 2**(n-1)) - the first retry exactly d. Per job type overrides,
+    # "transcribe:5,compose:2" (seconds).
+    retry_base_seconds: float = Field(2.0, gt=0)
+    retry_max_seconds: float = Field(60.0, gt=0)
+    retry_base_by_type: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    retry_max_by_type: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
     transcribe_timeout: int = 3 * 3600
     compose_timeout: int = 2 * 3600
     probe_timeout: int = 120
@@ -140,7 +147,9 @@ class Settings(BaseSettings):
     tenant_media_retention: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
     sweep_interval_seconds: float = 60.0  # how often a sweep runs (one replica at a time); 0 = never in this process
 
-    @field_validator("tenant_retention", "tenant_media_retention", mode="before")
+    @field_validator(
+        "tenant_retention", "tenant_media_retention", "retry_base_by_type", "retry_max_by_type", mode="before"
+    )
     @classmethod
     def _parse_tenant_seconds(cls, value: object) -> object:
         if isinstance(value, str):

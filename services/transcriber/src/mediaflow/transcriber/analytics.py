@@ -4,11 +4,22 @@ Summary: sentences scored by TF-IDF weight of their content words (sentences as 
 few kept in their original order. Keywords: terms (single words and two-word phrases without stop
 words) ranked by TF-IDF against the sentence set, which favours words that are frequent in the
 transcript but concentrated in some part of it.
+
+Vocabulary (`vocabulary.json`, for learners): every distinct word heard, normalised rather than
+lemmatised (no offline lemmatiser ships in a wheel we use): lowercased, curly apostrophes made
+straight, punctuation stripped from both ends; tokens without a letter (numbers) are left out. So
+"Country," and "country" are one entry, "countries" another. Each entry has `count`, `first_at` (the
+start of its first occurrence, seconds from the media's start) and a `difficulty` from the word's
+frequency in the transcript's language (`wordfreq`'s Zipf scale, data shipped in its wheel):
+`zipf` >= 6 -> 1 (the very commonest words), 5-6 -> 2, 4-5 -> 3, 3-4 -> 4, below 3 -> 5 (rare).
+Languages wordfreq does not know get `zipf` and `difficulty` null. Entries are in order of first
+occurrence.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import defaultdict
 from typing import Any
 
@@ -71,11 +82,13 @@ SPOKEN_STOP_WORDS = frozenset(
 MIN_SUMMARY_WORDS = 5
 
 
-def analytics(transcript: Transcript, summary: bool = True) -> dict[str, Any]:
+def analytics(transcript: Transcript, summary: bool = True, summary_sentences: int = 3) -> dict[str, Any]:
     words = transcript.words()
     word_count = len(words) if words else len(transcript.text.split())
     speaking_time = sum(w.end - w.start for w in words) if words else sum(s.end - s.start for s in transcript.segments)
-    minutes = transcript.duration / 60 if transcript.duration else 0.0
+    # the rate is over what was transcribed: the range when one was given
+    heard = transcript.range.end - transcript.range.start if transcript.range else transcript.duration
+    minutes = heard / 60 if heard else 0.0
     per_speaker: dict[str, dict[str, float]] = defaultdict(lambda: {"words": 0, "speaking_time": 0.0, "turns": 0})
     for w in words:
         if w.speaker:
@@ -101,7 +114,7 @@ def analytics(transcript: Transcript, summary: bool = True) -> dict[str, Any]:
         "speakers": speakers,
     }
     if summary:
-        result["summary"] = extractive_summary(transcript.text)
+        result["summary"] = extractive_summary(transcript.text, max_sentences=summary_sentences)
         result["keywords"] = keywords(transcript.text)
     return result
 
@@ -159,3 +172,54 @@ def keywords(text: str, top: int = 10) -> list[str]:
         if len(chosen) == top:
             break
     return chosen
+
+
+def normalise_word(text: str) -> str:
+    """The vocabulary's key: lowercase, straight apostrophes, punctuation stripped from both ends;
+    "" for tokens without a letter."""
+    word = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    word = "".join(c for c in word if c == "'" or c == "-" or not unicodedata.category(c).startswith(("P", "S")))
+    word = word.strip("'-")
+    return word if any(c.isalpha() for c in word) else ""
+
+
+def difficulty_band(zipf: float) -> int:
+    """1 (commonest) .. 5 (rare), from the Zipf frequency (log10 of occurrences per billion words)."""
+    for band, floor in enumerate((6.0, 5.0, 4.0, 3.0), start=1):
+        if zipf >= floor:
+            return band
+    return 5
+
+
+def vocabulary(transcript: Transcript) -> list[dict[str, Any]]:
+    """Distinct words with count, first time heard and difficulty, in order of first occurrence."""
+    entries: dict[str, dict[str, Any]] = {}
+    words = transcript.words()
+    if words:
+        heard = [(w.text, w.start) for w in words]
+    else:  # no word times (should not happen with Whisper): the segment's start
+        heard = [(t, s.start) for s in transcript.segments for t in s.text.split()]
+    for text, at in heard:
+        for part in text.split():
+            lemma = normalise_word(part)
+            if not lemma:
+                continue
+            entry = entries.get(lemma)
+            if entry is None:
+                entries[lemma] = {"lemma": lemma, "count": 1, "first_at": round(at, 3)}
+            else:
+                entry["count"] += 1
+    frequency = _zipf_lookup(transcript.language)
+    for entry in entries.values():
+        zipf = frequency(entry["lemma"]) if frequency else None
+        entry["zipf"] = None if zipf is None else round(zipf, 2)
+        entry["difficulty"] = None if zipf is None else difficulty_band(zipf)
+    return list(entries.values())
+
+
+def _zipf_lookup(language: str):
+    from wordfreq import available_languages, zipf_frequency
+
+    if language not in available_languages():
+        return None
+    return lambda word: zipf_frequency(word, language)

@@ -6,6 +6,7 @@ the audio in fixed windows so the pipeline's memory does not grow with the media
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,15 @@ def media_duration(path: Path | str) -> float:
         return float(container.duration / av.time_base) if container.duration else 0.0
 
 
-def stream_pcm(path: Path | str, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
-    """Decode the first audio stream to 16 kHz mono float32 blocks of about `block_seconds`."""
+def stream_pcm(
+    path: Path | str, block_seconds: float = 10.0, start: float = 0.0, end: float | None = None
+) -> Iterator[np.ndarray]:
+    """Decode the first audio stream to 16 kHz mono float32 blocks of about `block_seconds`.
+
+    With `start`/`end` (seconds from the stream's first sample) only that range is decoded: the
+    container is seeked to just before `start` (a key frame at or before it), samples before `start`
+    are dropped (or silence is prepended if the seek landed after it), so the first sample yielded is
+    the one at `start`, and decoding stops at `end`."""
     container = _open(path)
     with container:
         if not container.streams.audio:
@@ -63,21 +71,54 @@ def stream_pcm(path: Path | str, block_seconds: float = 10.0) -> Iterator[np.nda
         stream = container.streams.audio[0]
         stream.thread_type = "AUTO"
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        origin = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
+        if start > 0 and stream.time_base is not None:
+            # not seekable: decode from the start and trim (the first frame's time says where it is)
+            with contextlib.suppress(av.error.FFmpegError):
+                container.seek(int((start + origin) / stream.time_base), stream=stream, backward=True)
+        skip: int | None = None if start > 0 else 0  # samples still to drop before `start`
+        remaining = None if end is None else round((end - start) * SAMPLE_RATE)
         block: list[np.ndarray] = []
         have = 0
         target = int(block_seconds * SAMPLE_RATE)
         decoded_any = False
+
+        def take(pcm: np.ndarray) -> None:
+            nonlocal have, remaining
+            if remaining is not None:
+                pcm = pcm[:remaining]
+                remaining -= len(pcm)
+            if len(pcm):
+                block.append(pcm)
+                have += len(pcm)
+
         try:
             for frame in container.decode(stream):
                 decoded_any = True
+                if skip is None:  # the first frame after the seek tells where decoding resumed
+                    at = (float(frame.time) - origin) if frame.time is not None else 0.0
+                    skip = round((start - at) * SAMPLE_RATE)
+                    if skip < 0:  # the seek landed after `start`: silence up to the first frame
+                        take(np.zeros(-skip, np.float32))
+                        skip = 0
                 for out in resampler.resample(frame):
-                    block.append(out.to_ndarray().reshape(-1))
-                    have += out.samples
+                    pcm = out.to_ndarray().reshape(-1)
+                    if skip:
+                        dropped = min(skip, len(pcm))
+                        pcm, skip = pcm[dropped:], skip - dropped
+                    take(pcm)
                 if have >= target:
                     yield np.concatenate(block)
                     block, have = [], 0
-            for out in resampler.resample(None):
-                block.append(out.to_ndarray().reshape(-1))
+                if remaining is not None and remaining <= 0:
+                    break
+            else:
+                for out in resampler.resample(None):
+                    pcm = out.to_ndarray().reshape(-1)
+                    if skip:
+                        dropped = min(skip, len(pcm))
+                        pcm, skip = pcm[dropped:], skip - dropped
+                    take(pcm)
         except av.error.FFmpegError as exc:
             if not decoded_any:
                 raise MediaError(f"the audio could not be decoded: {exc}", code="undecodable_media") from None
@@ -86,15 +127,18 @@ def stream_pcm(path: Path | str, block_seconds: float = 10.0) -> Iterator[np.nda
             yield np.concatenate(block)
 
 
-def windows(path: Path | str, window_seconds: float) -> Iterator[AudioWindow]:
-    """Fixed windows of the decoded audio; raises `empty_audio` when nothing decodes."""
+def windows(
+    path: Path | str, window_seconds: float, start: float = 0.0, end: float | None = None
+) -> Iterator[AudioWindow]:
+    """Fixed windows of the decoded audio (of [start, end) only when given; offsets stay absolute);
+    raises `empty_audio` when nothing decodes."""
     size = int(window_seconds * SAMPLE_RATE)
     pending: list[np.ndarray] = []
     have = 0
     offset = 0
     total = 0
     held: np.ndarray | None = None  # one window held back so the last one can be flagged
-    for block in stream_pcm(path):
+    for block in stream_pcm(path, start=start, end=end):
         total += len(block)
         pending.append(block)
         have += len(block)
@@ -103,20 +147,20 @@ def windows(path: Path | str, window_seconds: float) -> Iterator[AudioWindow]:
             window, rest = joined[:size], joined[size:]
             pending, have = ([rest] if len(rest) else []), len(rest)
             if held is not None:
-                yield AudioWindow(offset / SAMPLE_RATE, held, last=False)
+                yield AudioWindow(start + offset / SAMPLE_RATE, held, last=False)
                 offset += len(held)
             held = window
     tail = np.concatenate(pending) if pending else np.zeros(0, np.float32)
     if total == 0:
         raise MediaError("the media has no audio samples", code="empty_audio")
     if held is not None and len(tail):
-        yield AudioWindow(offset / SAMPLE_RATE, held, last=False)
+        yield AudioWindow(start + offset / SAMPLE_RATE, held, last=False)
         offset += len(held)
-        yield AudioWindow(offset / SAMPLE_RATE, tail, last=True)
+        yield AudioWindow(start + offset / SAMPLE_RATE, tail, last=True)
     elif held is not None:
-        yield AudioWindow(offset / SAMPLE_RATE, held, last=True)
+        yield AudioWindow(start + offset / SAMPLE_RATE, held, last=True)
     else:
-        yield AudioWindow(0.0, tail, last=True)
+        yield AudioWindow(start, tail, last=True)
 
 
 def load_pcm(path: Path | str) -> np.ndarray:

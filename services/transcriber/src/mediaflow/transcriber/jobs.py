@@ -31,7 +31,7 @@ async def transcribe(ctx: JobContext) -> dict[str, Any]:
     ctx.check_cancelled()
     await ctx.progress(0.96, "captions", force=True)
     with ctx.stage("captions"):
-        files = await ctx.run_blocking(render, transcript, list(options.formats), options.captions)
+        files = await ctx.run_blocking(render, transcript, list(options.formats), options.captions, options.vocabulary)
     with ctx.stage("upload"):
         for name, (data, content_type) in files.items():
             await ctx.write_artifact(name, data, content_type)

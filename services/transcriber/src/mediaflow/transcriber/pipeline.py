@@ -28,7 +28,7 @@ from mediaflow.common.options.transcribe import TranscribeOptions
 
 from .audio import SAMPLE_RATE, WindowSink, media_duration, windows
 from .model import Models
-from .transcript import Coverage, Segment, Transcript, Word
+from .transcript import Coverage, Segment, TimeRange, Transcript, Word
 
 log = logging.getLogger("mediaflow.transcriber")
 
@@ -309,6 +309,14 @@ def transcribe_file(
         total = media_duration(path)
     except Exception:
         total = 0.0
+    start = options.start or 0.0
+    if total and start >= total:
+        raise InvalidInput(
+            f"start {start:g} s is not before the end of the media ({total:.3f} s)", code="invalid_options"
+        )
+    end = options.end if options.end is not None and (not total or options.end < total) else None
+    # progress runs over the range; without one, over the media
+    span = ((end if end is not None else total) - start) if (end is not None or total) else 0.0
     decoder = Decoder(
         models, options, check_language(models, options.language), temperature, batch_size or models.settings.batch_size
     )
@@ -317,7 +325,7 @@ def transcribe_file(
     carry: np.ndarray | None = None
     carry_offset = 0.0
     end_of_audio = 0.0
-    for window in windows(path, models.settings.transcribe_window):
+    for window in windows(path, models.settings.transcribe_window, start=start, end=end):
         audio, offset = window.samples, window.offset
         if carry is not None:
             audio, offset = np.concatenate([carry, audio]), carry_offset
@@ -335,9 +343,9 @@ def transcribe_file(
         if sink is not None:
             sink.add_window(usable, offset, [s for c in chunks for s in c.speech])
 
-        def chunk_done(chunk: Chunk, offset: float = offset, scale: float = total or end_of_audio) -> None:
+        def chunk_done(chunk: Chunk, offset: float = offset, scale: float = span or end_of_audio - start) -> None:
             if progress is not None:
-                progress(min(1.0, (offset + chunk.end) / scale), "transcribing")
+                progress(min(1.0, (offset - start + chunk.end) / scale), "transcribing")
 
         decoder.decode(usable, chunks, chunk_done)
         coverage.redecoded_windows += guard(models, decoder, usable, chunks)
@@ -351,12 +359,13 @@ def transcribe_file(
                 with models.device_lock:  # per segment, like the decoding batches
                     models.aligner.align_segment(segment, usable, offset)
         if progress is not None:
-            progress(min(1.0, end_of_audio / (total or end_of_audio)), "transcribing")
+            progress(min(1.0, (end_of_audio - start) / (span or end_of_audio - start)), "transcribing")
         del audio, usable
     duration = max(total, end_of_audio)
     for i, segment in enumerate(segments):
         segment.id = i
-    _tidy_words(segments, duration)
+    ranged = bool(options.start) or options.end is not None
+    _tidy_words(segments, duration, start, end_of_audio if ranged else duration)
     coverage.speech_seconds = round(coverage.speech_seconds, 2)
     coverage.covered_speech_seconds = round(min(coverage.covered_speech_seconds, coverage.speech_seconds), 2)
     return Transcript(
@@ -366,6 +375,7 @@ def transcribe_file(
         model=models.info.model,
         segments=segments,
         coverage=coverage,
+        range=TimeRange(start=start, end=end_of_audio) if ranged else None,
     )
 
 
@@ -376,14 +386,16 @@ def _shifted(segment: Segment, offset: float) -> Segment:
     return segment
 
 
-def _tidy_words(segments: list[Segment], duration: float) -> None:
-    """Word times monotonic and inside the audio; segment bounds follow their words."""
-    previous_end = 0.0
+def _tidy_words(segments: list[Segment], duration: float, low: float = 0.0, high: float | None = None) -> None:
+    """Word times monotonic and inside the audio (inside [low, high], the range transcribed);
+    segment bounds follow their words."""
+    high = duration if high is None else min(high, duration)
+    previous_end = low
     for seg in segments:
         for word in seg.words:
-            word.start = min(max(word.start, previous_end), duration)
-            word.end = min(max(word.end, word.start), duration)
+            word.start = min(max(word.start, previous_end), high)
+            word.end = min(max(word.end, word.start), high)
             previous_end = word.end
         if seg.words:
             seg.start, seg.end = seg.words[0].start, seg.words[-1].end
-        seg.start, seg.end = max(0.0, min(seg.start, duration)), max(0.0, min(seg.end, duration))
+        seg.start, seg.end = max(low, min(seg.start, high)), max(low, min(seg.end, high))

@@ -13,7 +13,7 @@ from .analytics import analytics
 from .diarize import NeuralDiarizer, apply_speakers, pyannote_turns
 from .model import Models, diarization_backend
 from .pipeline import Progress, transcribe_file
-from .transcript import Transcript
+from .transcript import SpeakerTurn, Transcript
 
 
 def run_transcription(
@@ -42,10 +42,26 @@ def run_transcription(
             else:
                 assert collector is not None
                 raw = collector.turns(*speakers)
+            if transcript.range is not None:
+                raw = _in_range(raw, transcript.range.start, transcript.range.end, shift=collector is not None)
             apply_speakers(transcript, raw)
-        transcript.analytics = analytics(transcript, summary=options.summary)
+        transcript.analytics = analytics(
+            transcript, summary=options.summary, summary_sentences=options.summary_sentences
+        )
         metrics.observe_transcription(transcript.duration, time.monotonic() - began)
         return transcript
     except BaseException:
         models.free_memory()
         raise
+
+
+def _in_range(turns: list[SpeakerTurn], start: float, end: float, shift: bool) -> list[SpeakerTurn]:
+    """Speaker turns in absolute times, inside the range transcribed. The offline diarizer was fed
+    the range's audio only (its times count from `start`: `shift`); pyannote heard the whole file."""
+    out = []
+    for turn in turns:
+        s, e = (turn.start + start, turn.end + start) if shift else (turn.start, turn.end)
+        s, e = max(s, start), min(e, end)
+        if e > s:
+            out.append(turn.model_copy(update={"start": s, "end": e}))
+    return out

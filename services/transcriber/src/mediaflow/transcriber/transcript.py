@@ -40,6 +40,13 @@ class Coverage(BaseModel):
     redecoded_windows: int = 0
 
 
+class TimeRange(BaseModel):
+    """The part of the media transcribed (options start/end), in seconds from the media's start."""
+
+    start: float
+    end: float
+
+
 class Transcript(BaseModel):
     language: str
     duration: float
@@ -53,6 +60,7 @@ class Transcript(BaseModel):
     diarization: list[SpeakerTurn] = Field(default_factory=list)
     analytics: dict[str, Any] = Field(default_factory=dict)
     coverage: Coverage = Field(default_factory=Coverage)
+    range: TimeRange | None = None  # set when only part of the media was transcribed
 
     @property
     def text(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from typing import Any
 
 from ..settings import Settings
@@ -45,3 +47,18 @@ def timeout_for(job_type: JobType, settings: Settings) -> int:
         JobType.caption: settings.transcribe_timeout + settings.compose_timeout,
         JobType.probe: settings.probe_timeout,
     }[job_type]
+
+
+def retry_delay(
+    job_type: JobType, attempt: int, settings: Settings, uniform: Callable[[float, float], float] = random.uniform
+) -> float:
+    """Seconds before the retry of a job whose attempt number `attempt` (1 = its first) failed retryably:
+    exponential, d = min(max, base * 2**(attempt-1)), with jitter - a random time in [d/2, d] - from
+    the second retry on, so retries of jobs that failed together spread out (the first waits exactly
+    `base`). Base and max per job type: `retry_base_by_type` / `retry_max_by_type`, else the defaults."""
+    base = settings.retry_base_by_type.get(job_type.value, settings.retry_base_seconds)
+    cap = settings.retry_max_by_type.get(job_type.value, settings.retry_max_seconds)
+    ceiling = min(cap, base * 2.0 ** min(max(attempt - 1, 0), 62))
+    if attempt <= 1:
+        return round(ceiling, 1)
+    return round(uniform(ceiling / 2, ceiling), 1)

@@ -43,9 +43,20 @@ class TranscribeOptions(BaseModel):
     formats: list[CaptionFormat] = Field(default_factory=lambda: list(ALL_FORMATS))
     captions: CaptionRules = Field(default_factory=CaptionRules)
     summary: bool = True
+    summary_sentences: int = Field(3, ge=1, le=20)  # length of the extractive summary
+    vocabulary: bool = False  # the vocabulary.json artifact (lemma, count, first_at, difficulty)
+    # transcribe only [start, end) of the media (seconds); times in every output stay absolute
+    start: float | None = Field(None, ge=0, allow_inf_nan=False)
+    end: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _speakers(self) -> TranscribeOptions:
         if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
             raise ValueError("min_speakers must not exceed max_speakers")
+        return self
+
+    @model_validator(mode="after")
+    def _range(self) -> TranscribeOptions:
+        if self.end is not None and self.end <= (self.start or 0.0):
+            raise ValueError("end must be greater than start")
         return self

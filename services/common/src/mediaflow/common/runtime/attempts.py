@@ -33,7 +33,7 @@ from ..errors import Conflict, MediaflowError
 from ..jobs import keys
 from ..jobs.family import Workflows, child_ended
 from ..jobs.model import Job, JobError, JobState, JobType, utcnow
-from ..jobs.queues import timeout_for
+from ..jobs.queues import retry_delay, timeout_for
 from ..jobs.store import Events, Fence, JobStore, KeyChanges, LeaseLost, state_event
 from ..settings import Settings
 from ..storage import Storage
@@ -280,14 +280,14 @@ async def _run_attempt(
         except MediaflowError as exc:
             span.set_attribute("error.type", exc.code)
             if exc.retryable and jctx.job.attempt < jctx.job.max_attempts:
-                delay = min(60, 2**jctx.job.attempt)
+                delay = retry_delay(job_type, jctx.job.attempt, settings)
                 await store.transition(
                     job_id,
                     JobState.queued,
                     attempt=jctx.job.attempt,
                     known=jctx.job,
                     fence=fence,
-                    message=f"{exc.code}: retrying in {delay} s",
+                    message=f"{exc.code}: retrying in {delay:g} s",
                 )
                 await asyncio.to_thread(jctx.discard_staged)
                 metrics.RETRIES.labels(worker.queue_name, job.type.value, exc.code).inc()

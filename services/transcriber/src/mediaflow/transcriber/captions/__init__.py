@@ -8,7 +8,7 @@ from ..transcript import Transcript
 from .cues import Cue, build_cues
 from .scc import SCC_COLUMNS, SCC_ROWS, to_scc
 from .subtitles import to_ass, to_srt, to_vtt
-from .transcript_files import to_json, to_rttm, to_txt
+from .transcript_files import to_json, to_rttm, to_txt, to_vocabulary
 
 ARTIFACT_NAMES = {
     "srt": "captions.srt",
@@ -19,6 +19,7 @@ ARTIFACT_NAMES = {
     "txt": "transcript.txt",
 }
 RTTM_ARTIFACT = "speakers.rttm"  # written whenever the transcript was diarized
+VOCABULARY_ARTIFACT = "vocabulary.json"  # written when options.vocabulary is true
 CONTENT_TYPES = {
     "srt": "application/x-subrip",
     "vtt": "text/vtt",
@@ -29,7 +30,9 @@ CONTENT_TYPES = {
 }
 
 
-def render(transcript: Transcript, formats: list[str], rules: CaptionRules) -> dict[str, tuple[bytes, str]]:
+def render(
+    transcript: Transcript, formats: list[str], rules: CaptionRules, vocabulary: bool = False
+) -> dict[str, tuple[bytes, str]]:
     out: dict[str, tuple[bytes, str]] = {}
     cues = build_cues(transcript, rules) if {"srt", "vtt", "ass"} & set(formats) else []
     for fmt in formats:
@@ -50,7 +53,9 @@ def render(transcript: Transcript, formats: list[str], rules: CaptionRules) -> d
         out[ARTIFACT_NAMES[fmt]] = (text.encode("utf-8"), CONTENT_TYPES[fmt])
     if transcript.diarization:
         out[RTTM_ARTIFACT] = (to_rttm(transcript).encode("utf-8"), "text/plain; charset=utf-8")
+    if vocabulary:
+        out[VOCABULARY_ARTIFACT] = (to_vocabulary(transcript).encode("utf-8"), "application/json")
     return out
 
 
-__all__ = ["ARTIFACT_NAMES", "CONTENT_TYPES", "RTTM_ARTIFACT", "Cue", "build_cues", "render"]
+__all__ = ["ARTIFACT_NAMES", "CONTENT_TYPES", "RTTM_ARTIFACT", "VOCABULARY_ARTIFACT", "Cue", "build_cues", "render"]

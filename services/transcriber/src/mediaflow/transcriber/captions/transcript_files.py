@@ -1,5 +1,6 @@
 """transcript.json (segments, words with times and speakers, language, analytics), transcript.txt and
-speakers.rttm (the diarization in NIST RTTM, the format diarization tools score and exchange)."""
+speakers.rttm (the diarization in NIST RTTM, the format diarization tools score and exchange) and
+vocabulary.json (the words heard, for learners)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,17 @@ def to_rttm(transcript: Transcript, uri: str = "media") -> str:
         for t in transcript.diarization
         if t.end > t.start
     )
+
+
+def to_vocabulary(transcript: Transcript) -> str:
+    """vocabulary.json: the words heard, for learners (see `analytics.vocabulary`)."""
+    from ..analytics import vocabulary
+
+    data = {
+        "language": transcript.language,
+        "range": transcript.range.model_dump() if transcript.range else None,
+        "normalisation": "lowercase, punctuation stripped (not lemmatised)",
+        "difficulty_scale": "1 (commonest, zipf >= 6) .. 5 (rare, zipf < 3); wordfreq Zipf frequency",
+        "entries": vocabulary(transcript),
+    }
+    return json.dumps(data, ensure_ascii=False, indent=1)
