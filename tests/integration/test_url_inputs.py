@@ -281,6 +281,22 @@ def models():
     return get_models(Settings())
 
 
+def url_caption_job(url: str, mode: str) -> Job:
+    """A caption job of alice's on a URL, with a quick draft output."""
+    return Job(
+        id=new_job_id(),
+        type=JobType.caption,
+        queue=COMPOSE_QUEUE,
+        input={"url": url},
+        tenant="alice",
+        options={
+            "mode": mode,
+            "output": {"resolution": "1280x720", "fps": 25, "quality": "draft"},
+            "transcribe": {"language": "en", "summary": False},
+        },
+    )
+
+
 async def test_caption_job_fetches_its_url_once(redis, settings, url_server, models):
     """The parent downloads the URL into storage once; the transcribe and compose steps read that copy."""
     from mediaflow.transcriber import jobs as transcriber_jobs
@@ -288,18 +304,7 @@ async def test_caption_job_fetches_its_url_once(redis, settings, url_server, mod
     cfg = allow(settings)
     url = url_server.url("/media/grid_bbaf2n.mp4")
     dispatcher = Dispatcher(redis)
-    parent = Job(
-        id=new_job_id(),
-        type=JobType.caption,
-        queue=COMPOSE_QUEUE,
-        input={"url": url},
-        tenant="alice",
-        options={
-            "mode": "burn",
-            "output": {"resolution": "1280x720", "fps": 25, "quality": "draft"},
-            "transcribe": {"language": "en", "summary": False},
-        },
-    )
+    parent = url_caption_job(url, "burn")
     await dispatcher.submit(parent)
     async with (
         in_process_worker(cfg, dict(COMPOSITOR_HANDLERS)),
@@ -326,18 +331,7 @@ async def test_a_retried_url_caption_job_reuses_its_download(redis, settings, ur
     cfg = allow(settings)
     url = url_server.url("/media/grid_bbaf2n.mp4")
     dispatcher = Dispatcher(redis)
-    parent = Job(
-        id=new_job_id(),
-        type=JobType.caption,
-        queue=COMPOSE_QUEUE,
-        input={"url": url},
-        tenant="alice",
-        options={
-            "mode": "soft",
-            "output": {"resolution": "1280x720", "fps": 25, "quality": "draft"},
-            "transcribe": {"language": "en", "summary": False},
-        },
-    )
+    parent = url_caption_job(url, "soft")
     await dispatcher.submit(parent)
     async with in_process_worker(cfg, dict(COMPOSITOR_HANDLERS)):  # no transcriber yet: the step waits
         deadline = asyncio.get_running_loop().time() + 30
