@@ -136,6 +136,8 @@ class EventHub:
                 if self._client_id is None:
                     self._client_id = int(await self.reader.client_id())
                 streams = {keys.events(job_id): after for job_id, after in self.positions.items()}
+                if not streams:  # the last follower left while we asked for the client id
+                    break
                 self._blocked = True
                 try:
                     reply = await self.reader.xread(streams, count=100, block=BLOCK_MS)  # type: ignore[arg-type]
