@@ -1,6 +1,6 @@
 """Run every benchmark in turn (`make bench`); each prints its table and writes bench/results/*.json.
 
-.venv/bin/python -m bench [dispatch submit compose accuracy]
+.venv/bin/python -m bench [dispatch submit compose accuracy search]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ BENCHES = {
     "submit": [sys.executable, "-m", "bench.submit"],
     "compose": [sys.executable, "-m", "bench.compose"],
     "accuracy": [sys.executable, "-m", "bench.accuracy"],
+    "search": [sys.executable, "-m", "bench.search"],
 }
 
 

@@ -234,7 +234,7 @@ async def simulate_pool(
     the victim of a scale-in is taken worst case, the busiest pod. A SIGTERMed worker keeps its jobs for
     `job_completion_wait`, then puts them back on the queue (attempts.py) and exits."""
     from mediaflow.common.jobs import keys
-    from mediaflow.common.runtime.arq_worker import CLAIM_SCRIPT
+    from mediaflow.common.runtime.arq_worker import CLAIM_SCRIPT, claim_args
 
     claim = redis.register_script(CLAIM_SCRIPT)
     behaviour = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
@@ -273,25 +273,14 @@ async def simulate_pool(
                 pod.jobs.clear()
             if not pod.jobs:
                 pods.remove(pod)
-        queued = [m.decode() for m in await redis.zrangebyscore(trigger.list_name, 0, int(time.time() * 1000))]
         for pod in (p for p in pods if p.drain_until is None):
-            while len(pod.jobs) < concurrency and queued:
-                job_id = queued.pop(0)
-                token = f"sim:{job_id}:{requeues[job_id]}"
-                args = [job_id, int(time.time() * 1000), 3_600_000, token]
-                got = await claim(
-                    keys=[
-                        keys.arq_lease(job_id),
-                        trigger.list_name,
-                        keys.job(job_id),
-                        keys.arq_definition(job_id),
-                        keys.arq_tries(job_id),
-                        keys.ABORTS,
-                    ],
-                    args=args,
-                )
-                if got:
-                    pod.jobs[job_id] = now + duration[job_id]  # a requeued job starts again from the start
+            while len(pod.jobs) < concurrency:
+                args = claim_args(int(time.time() * 1000), 3_600_000, f"sim:{now}:{len(pod.jobs)}")
+                got = await claim(keys=[trigger.list_name, keys.ABORTS], args=args)
+                if not got:  # nothing left to claim
+                    break
+                job_id = got[0].decode()
+                pod.jobs[job_id] = now + duration[job_id]  # a requeued job starts again from the start
         if now % hpa_sync == 0:
             serving = [p for p in pods if p.drain_until is None]
             running = sum(len(p.jobs) for p in pods)

@@ -32,7 +32,9 @@ async def test_health_ready_metrics_and_docs(client):
     for path in (
         "/v1/media",
         "/v1/jobs",
-        "/v1/jobs/batch",
+        "/v1/batches",
+        "/v1/batches/{batch_id}",
+        "/v1/batches/{batch_id}/events",
         "/v1/jobs/{job_id}",
         "/v1/jobs/{job_id}/events",
         "/v1/jobs/{job_id}/cancel",
@@ -277,29 +279,30 @@ async def test_idempotency_key_returns_the_same_job(client, media, redis):
 
 async def test_batch_partial_success(client, media, redis):
     m = (await upload(client, media / "jfk.flac")).json()
-    jobs = [
-        {"type": "probe", "input": {"media_id": m["id"]}},
-        {"type": "juggle"},
-        {"type": "probe", "input": {"media_id": "m_missing"}},
-        {"type": "transcribe", "input": {"path": "/etc/passwd"}},
-        {"type": "transcribe", "input": {"media_id": m["id"]}, "options": {"language": "en"}},
-        {"type": "transcribe", "input": {"media_id": m["id"]}, "options": {"diarize": "maybe"}},
+    items = [
+        {"media_id": m["id"]},
+        {"media_id": "m_missing"},
+        {"path": "/etc/passwd"},
+        {"media_id": m["id"], "extra": 1},
+        {"path": str(media / "jfk.flac")},
     ]
-    response = await client.post("/v1/jobs/batch", headers=ALICE, json={"jobs": jobs})
+    template = {"type": "transcribe", "options": {"language": "en"}}
+    response = await client.post("/v1/batches", headers=ALICE, json={"items": items, "template": template})
     assert response.status_code == 202, response.text
     result = response.json()
-    assert [j["type"] for j in result["accepted"]] == ["probe", "transcribe"]
+    assert [a["index"] for a in result["accepted"]] == [0, 4]
     assert [(r["index"], r["code"]) for r in result["rejected"]] == [
-        (1, "unknown_job_type"),
-        (2, "media_not_found"),
-        (3, "path_not_allowed"),
-        (5, "invalid_options"),
+        (1, "media_not_found"),
+        (2, "path_not_allowed"),
+        (3, "invalid_request"),
     ]
-    for job in result["accepted"]:
-        assert (await client.get(f"/v1/jobs/{job['id']}", headers=ALICE)).json()["state"] == "queued"
-    assert await redis.zcard("mediaflow:queue:transcribe") == 1
-    none_ok = await client.post("/v1/jobs/batch", headers=ALICE, json={"jobs": [{"type": "x"}]})
-    assert assert_problem(none_ok, 422, "batch_rejected")["rejected"][0]["code"] == "unknown_job_type"
-    assert_problem(await client.post("/v1/jobs/batch", headers=ALICE, json={"jobs": []}), 422, "batch_empty")
-    too_many = await client.post("/v1/jobs/batch", headers=ALICE, json={"jobs": [jobs[0]] * 501})
+    for accepted in result["accepted"]:
+        job = (await client.get(f"/v1/jobs/{accepted['job_id']}", headers=ALICE)).json()
+        assert job["state"] == "queued" and job["batch_id"] == result["id"] and job["options"]["language"] == "en"
+    assert await redis.zcard("mediaflow:queue:transcribe") == 2
+    none_ok = await client.post("/v1/batches", headers=ALICE, json={"items": [{"x": 1}], "template": template})
+    assert assert_problem(none_ok, 422, "batch_rejected")["rejected"][0]["code"] == "invalid_request"
+    empty = {"items": [], "template": template}
+    assert_problem(await client.post("/v1/batches", headers=ALICE, json=empty), 422, "batch_empty")
+    too_many = await client.post("/v1/batches", headers=ALICE, json={"items": items[:1] * 501, "template": template})
     assert_problem(too_many, 413, "batch_too_large")

@@ -19,7 +19,8 @@ from mediaflow.common.settings import Settings
 HERE = Path(__file__).parent
 MIN_REQUESTS = 1000
 # Schema-valid bodies a gateway still refuses, for reasons no schema can state: a URL whose host does
-# not resolve or is private, a server path outside the allowed roots... answer 422 (or 403/404).
+# not resolve or is private, a server path outside the allowed roots, a search query without a word...
+# answer 422 (or 403/404).
 # A 413 (a batch over its size, a body over its limit) is a rejection too; a file that is not media
 # is schema-valid and refused with 415.
 ACCEPTED = '"2xx", "3xx", "401", "403", "404", "409", "429", "5xx"'
@@ -28,7 +29,7 @@ CONFIG = f"""
 expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
 
 [[operations]]
-include-name = ["POST /v1/jobs", "POST /v1/jobs/batch"]
+include-name = ["POST /v1/jobs", "POST /v1/batches", "GET /v1/search"]
 checks.positive_data_acceptance.expected-statuses = [{ACCEPTED}, "422"]
 
 [[operations]]

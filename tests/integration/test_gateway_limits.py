@@ -96,7 +96,9 @@ async def test_redis_memory_watermark_degrades_before_redis_refuses(
             refused = await client.post("/v1/jobs", json=body, headers=ALICE)
             assert_problem(refused, 503, "store_full")
             assert refused.headers["Retry-After"]
-            batch = await client.post("/v1/jobs/batch", json={"jobs": [body]}, headers=ALICE)
+            batch = await client.post(
+                "/v1/batches", json={"items": [body["input"]], "template": {"type": "probe"}}, headers=ALICE
+            )
             assert_problem(batch, 503, "store_full")
             # Reads still work, and nothing was written by the refused submits.
             listed = await client.get("/v1/jobs", headers=ALICE)
@@ -208,7 +210,9 @@ async def test_bad_inputs_get_a_4xx_with_a_code_and_nothing_is_lost(
         )
         assert_problem(await post("/v1/jobs", '{"type": "probe", "\\ud800": 1}'), 422, "invalid_request")
         batch = await post(
-            "/v1/jobs/batch", f'{{"jobs": [{surrogate}, {{"type": "probe", "input": {{"media_id": "{media_id}"}}}}]}}'
+            "/v1/batches",
+            f'{{"items": [{{"media_id": "m_\\ud800"}}, {{"media_id": "{media_id}"}}], '
+            '"template": {"type": "probe"}}',
         )
         assert batch.status_code == 202, batch.text
         assert [r["code"] for r in batch.json()["rejected"]] == ["invalid_text"] and len(batch.json()["accepted"]) == 1
@@ -255,7 +259,8 @@ async def test_openapi_declares_job_types_links_and_errors(settings: Settings, r
         doc = (await client.get("/openapi.json")).json()
         body = doc["components"]["schemas"]["JobRequest"]
         assert sorted(body["discriminator"]["mapping"]) == ["caption", "compose", "probe", "transcribe"]
-        assert doc["components"]["schemas"]["BatchRequest"]["properties"]["jobs"]["minItems"] == 1
+        items = doc["components"]["schemas"]["BatchRequest"]["properties"]["items"]
+        assert items["maxItems"] == settings.max_batch_jobs and items["items"] == {"$ref": "#/components/schemas/MediaRef"}
         submit = doc["paths"]["/v1/jobs"]["post"]["responses"]
         assert {"GetJob", "CancelJob", "RetryJob", "FollowJob"} <= set(submit["202"]["links"])
         assert "507" in doc["paths"]["/v1/media"]["post"]["responses"]

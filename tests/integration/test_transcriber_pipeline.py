@@ -190,7 +190,7 @@ def test_bad_media_has_clear_codes(models, media, tmp_path, kind, code):
     assert info.value.code == code
 
 
-@pytest.mark.parametrize("language", ["xx", "de"])
+@pytest.mark.parametrize("language", ["xx"])  # "de" on an English-only setup: test_transcriber_languages.py
 def test_unsupported_language(models, media, language):
     with pytest.raises(MediaflowError) as info:
         run_transcription(models, media / "jfk.flac", TranscribeOptions(language=language))

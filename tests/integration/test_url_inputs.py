@@ -189,14 +189,9 @@ async def test_submit_refuses_what_the_policy_forbids(redis, settings, url_serve
         assert_problem(await submit(client, compose), 422, "url_not_allowed")
         batch = (
             await client.post(
-                "/v1/jobs/batch",
+                "/v1/batches",
                 headers=ALICE,
-                json={
-                    "jobs": [
-                        {"type": "probe", "input": {"url": "file:///etc/passwd"}},
-                        {"type": "probe", "input": {"path": str(GRID)}},
-                    ]
-                },
+                json={"items": [{"url": "file:///etc/passwd"}, {"path": str(GRID)}], "template": {"type": "probe"}},
             )
         ).json()
         assert [r["code"] for r in batch["rejected"]] == ["url_not_allowed"] and len(batch["accepted"]) == 1

@@ -15,7 +15,18 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from mediaflow.common.settings import Settings, get_settings
 from mediaflow.common.telemetry import setup_tracing
 
-from . import routes_health, routes_jobs, routes_media, routes_openai, routes_queues, routes_status, sse
+from . import (
+    routes_batches,
+    routes_health,
+    routes_jobs,
+    routes_media,
+    routes_openai,
+    routes_queues,
+    routes_search,
+    routes_speakers,
+    routes_status,
+    sse,
+)
 from .guard import GuardMiddleware
 from .metrics import MetricsMiddleware
 from .openapi import install_openapi
@@ -51,7 +62,18 @@ def create_app(settings: Settings | None = None, *, sse_ping: float = 15.0, inst
     app.state.services = svc
     install_problem_handlers(app)
     install_openapi(app, settings)
-    for module in (routes_media, routes_jobs, sse, routes_queues, routes_status, routes_openai, routes_health):
+    for module in (
+        routes_media,
+        routes_jobs,
+        routes_batches,
+        sse,
+        routes_queues,
+        routes_search,
+        routes_speakers,
+        routes_status,
+        routes_openai,
+        routes_health,
+    ):
         app.include_router(module.router)
 
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
+from mediaflow.common.jobs.model import Priority
 from mediaflow.common.options import CaptionOptions, ComposeOptions, ProbeOptions, TranscribeOptions
 from mediaflow.common.options.media import MediaRef
 from mediaflow.common.settings import Settings
@@ -30,6 +31,7 @@ def _job_body(
         f"{job_type.capitalize()}Job",
         __config__=ConfigDict(extra="forbid"),
         type=(Literal[job_type], ...),  # type: ignore[valid-type]
+        priority=(Priority, Field(Priority.normal, description="which queued work runs first")),
         input=(MediaRef, ...) if needs_input else (MediaRef | None, None),
         options=(options, ...) if needs_options else (options | None, None),
         webhook_url=(str | None, WEBHOOK),
@@ -54,7 +56,10 @@ JOB_LINKS = {
     "ArtifactInfo": ("download_artifact_v1_jobs__job_id__artifacts__name__head", "an artifact's size and type"),
 }
 # Query parameters the routes check themselves (to answer with their own codes): their real shape.
-PARAMETER_PATTERNS = {("/v1/jobs", "get", "cursor"): r"^j_[0-9a-z]{26}$"}
+PARAMETER_PATTERNS = {
+    ("/v1/jobs", "get", "cursor"): r"^j_[0-9a-z]{26}$",
+    ("/v1/batches", "get", "cursor"): r"^b_[0-9a-z]{26}$",
+}
 
 
 def _links(operations: set[str]) -> dict[str, Any]:
@@ -74,9 +79,11 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
         body = TypeAdapter(JobBody).json_schema(ref_template=REF)
         schemas.update(body.pop("$defs", {}))
         schemas["JobRequest"] = {**body, "title": "JobRequest", "description": "a job body: one schema per type"}
-        if "BatchRequest" in schemas:
-            jobs = schemas["BatchRequest"]["properties"]["jobs"]
-            jobs.update(items={"$ref": REF.format(model="JobRequest")}, minItems=1, maxItems=settings.max_batch_jobs)
+        if "BatchRequest" in schemas:  # each item names media as a job's input does
+            items = schemas["BatchRequest"]["properties"]["items"]
+            items.update(maxItems=settings.max_batch_jobs)
+            if "MediaRef" in schemas:
+                items["items"] = {"$ref": REF.format(model="MediaRef")}
         seen: set[str] = set()
         for path_item in doc["paths"].values():  # FastAPI gives GET and HEAD of one route the same id
             for method, op in path_item.items():

@@ -125,7 +125,7 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def allowed_methods(request: Request) -> str:
     """The methods the API documents for this path (Starlette's 405 names only the first route's). A
-    literal path wins over a template: /v1/jobs/batch is not /v1/jobs/{job_id}."""
+    literal path wins over a template: /v1/jobs/{job_id}/events is not /v1/jobs/{job_id}."""
     paths: dict[str, dict[str, Any]] = request.app.openapi()["paths"]
     path = request.url.path
     template = path if path in paths else next((t for t in paths if _template(t).fullmatch(path)), None)

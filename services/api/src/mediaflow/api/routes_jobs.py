@@ -1,11 +1,10 @@
-"""Jobs: submit (one or a batch), list, get, cancel, retry, artifact download."""
+"""Jobs: submit, list, get, cancel, retry, artifact download."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -18,9 +17,9 @@ from mediaflow.common.telemetry import send_span
 from .artifacts import artifact_response
 from .auth import require_tenant
 from .problems import Problem, problem_responses
-from .schemas import BatchResult, JobList, JobResource
+from .schemas import JobList, JobResource
 from .services import Services, services
-from .submission import BatchRequest, JobRequest, MediaCache, build_job, rejection
+from .submission import JobRequest, build_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -64,46 +63,6 @@ async def submit_job(
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return _job_response(job, 202, headers)
-
-
-@router.post(
-    "/batch",
-    status_code=202,
-    response_model=BatchResult,
-    responses={
-        **problem_responses(400, 401, 413, 503),
-        422: {"description": "every job was rejected (problem details with `rejected`)"},
-    },
-    summary="Submit many jobs; each is accepted or rejected on its own",
-)
-async def submit_batch(
-    body: BatchRequest, tenant: str = Depends(require_tenant), svc: Services = Depends(services)
-) -> JSONResponse:
-    limit = svc.settings.max_batch_jobs
-    if len(body.jobs) > limit:
-        raise Problem(413, "batch_too_large", f"a batch holds at most {limit} jobs", limit=limit)
-    if not body.jobs:
-        raise Problem(422, "batch_empty", "the batch has no jobs")
-    await svc.pressure.check_submit()
-    media = MediaCache(svc, tenant)
-    accepted: list[Job] = []
-    rejected: list[dict[str, Any]] = []
-    for index, item in enumerate(body.jobs):
-        try:
-            job = await build_job(item, tenant, svc, media)
-        except Exception as exc:
-            rejected.append(rejection(index, exc))
-            continue
-        accepted.append(job)
-    if not accepted:
-        raise Problem(422, "batch_rejected", "every job of the batch was rejected", accepted=[], rejected=rejected)
-    for job in accepted:
-        with send_span(job.queue, job.id) as traceparent:
-            job.traceparent = traceparent
-    await svc.dispatcher.submit_many(accepted)
-    for job in accepted:
-        svc.metrics.jobs_submitted.labels(job.type.value).inc()
-    return JSONResponse({"accepted": [j.public() for j in accepted], "rejected": rejected}, status_code=202)
 
 
 @router.get(

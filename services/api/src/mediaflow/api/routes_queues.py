@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -11,6 +12,7 @@ from fastapi import APIRouter, Depends
 from mediaflow.common.jobs.keys import ALL_QUEUES
 from mediaflow.common.jobs.keys import WORKERS as WORKERS_KEY
 from mediaflow.common.jobs.keys import stats as stats_key
+from mediaflow.common.jobs.queues import read_score
 from mediaflow.common.jobs.store import STATS_WINDOW_S
 
 from .auth import require_tenant
@@ -31,6 +33,8 @@ FORGET_AFTER_S = 3600.0
 _ENTRY_FIELDS = {"id", "queue", "host", "pid", "heartbeat", "jobs", "draining", "model", "device", "metrics_url"}
 # How many of a queue's oldest ready entries are read to find the oldest one no live worker holds.
 OLDEST_SCAN = 64
+# The throughput sparkline: jobs ended per minute over this many minutes (within STATS_WINDOW_S).
+THROUGHPUT_MINUTES = 30
 
 
 def _optional_str(value: Any) -> str | None:
@@ -64,6 +68,8 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
     now_ms = int(now * 1000)
     async with svc.redis.pipeline(transaction=False) as pipe:
         for queue in ALL_QUEUES:
+            # Ready entries score at most now, whatever their priority (a boost only moves a score into
+            # the past); only deferred ones (a retry's backoff) score later (jobs/queues.py).
             pipe.zcount(queue, "-inf", now_ms)
             pipe.zcount(queue, f"({now_ms}", "+inf")
             pipe.zcount(stats_key(queue, "succeeded"), now - STATS_WINDOW_S, "+inf")
@@ -124,11 +130,14 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
         ready, deferred, succeeded, failed, oldest = replies[5 * i : 5 * i + 5]
         workers = sorted(workers_by_queue[queue], key=lambda w: w["id"])
         running_ids = {j for w in workers for j in w["jobs"]}
-        waiting = [score for member, score in oldest if member.decode() not in running_ids]
+        # A score is when the entry became ready minus its priority's boost (read_score undoes it): the
+        # queue's order is not the order of waiting, so the oldest is the earliest of those read.
+        aging = svc.settings.priority_aging_seconds
+        waiting = [read_score(score, aging)[1] for member, score in oldest if member.decode() not in running_ids]
         if waiting:
-            seen[queue]["oldest_waiting"] = waiting[0] / 1000
+            seen[queue]["oldest_waiting"] = min(waiting)
         elif oldest and ready > len(oldest):  # every entry read is running: the rest waits since later
-            seen[queue]["oldest_waiting"] = oldest[-1][1] / 1000
+            seen[queue]["oldest_waiting"] = oldest[-1][1] / 1000  # (no boost is negative)
         # ARQ keeps a running job in the queue's sorted set until it finishes: what live workers
         # hold (and is still on the queue) is running, the rest of the ready entries are waiting.
         running = sum(len(w["jobs"]) for w in workers)
@@ -152,6 +161,29 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
     return {"queues": queues, "window_s": STATS_WINDOW_S, "seen": seen, "now": now}
 
 
+async def throughput(svc: Services, now: float) -> dict[str, list[dict[str, Any]]]:
+    """Per queue, jobs that succeeded and failed in each of the last THROUGHPUT_MINUTES whole minutes
+    (the current one last, still filling), counted in the stats sets the job store keeps anyway: one
+    member per ended job, scored by its end time. ZCOUNTs are O(log n), so busy queues cost the same."""
+    first = (int(now) // 60 - THROUGHPUT_MINUTES + 1) * 60
+    minutes = [first + 60 * m for m in range(THROUGHPUT_MINUTES)]
+    async with svc.redis.pipeline(transaction=False) as pipe:
+        for queue in ALL_QUEUES:
+            for outcome in ("succeeded", "failed"):
+                for start in minutes:
+                    pipe.zcount(stats_key(queue, outcome), start, f"({start + 60}")
+        counts = iter(await pipe.execute())
+    series: dict[str, list[dict[str, Any]]] = {}
+    for queue in ALL_QUEUES:
+        succeeded = [next(counts) for _ in minutes]
+        failed = [next(counts) for _ in minutes]
+        series[queue] = [
+            {"minute": datetime.fromtimestamp(start, UTC), "succeeded": s, "failed": f}
+            for start, s, f in zip(minutes, succeeded, failed, strict=True)
+        ]
+    return series
+
+
 @router.get(
     "",
     response_model=QueuesResponse,
@@ -160,11 +192,13 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
 )
 async def get_queues(tenant: str = Depends(require_tenant), svc: Services = Depends(services)) -> dict[str, Any]:
     snapshot = await queue_snapshot(svc)
+    series = await throughput(svc, snapshot["now"])
     del snapshot["seen"], snapshot["now"]
     # Counts are global, but a tenant only learns the ids of its own jobs.
     held = [job_id for q in snapshot["queues"] for w in q["workers"] for job_id in w["jobs"]]
     own = {job.id for job in await svc.store.get_many(held) if job.tenant == tenant} if held else set()
     for q in snapshot["queues"]:
+        q["throughput"] = series[q["name"]]
         for w in q["workers"]:
             w["busy"] = len(w["jobs"])
             w["jobs"] = [j for j in w["jobs"] if j in own]

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from mediaflow.common.jobs.model import Artifact, JobError, JobState, JobType
+from mediaflow.common.jobs.model import Artifact, JobError, JobState, JobType, Priority
 
 
 class JobResource(BaseModel):
@@ -18,6 +18,7 @@ class JobResource(BaseModel):
     stage: str
     message: str
     queue: str
+    priority: Priority = Priority.normal
     attempt: int
     max_attempts: int
     created_at: datetime
@@ -39,18 +40,6 @@ class JobList(BaseModel):
     next_cursor: str | None
 
 
-class BatchRejection(BaseModel):
-    index: int
-    code: str
-    message: str
-    status: int
-
-
-class BatchResult(BaseModel):
-    accepted: list[JobResource]
-    rejected: list[BatchRejection]
-
-
 class WorkerInfo(BaseModel):
     id: str
     queue: str
@@ -66,6 +55,12 @@ class WorkerInfo(BaseModel):
     info: dict[str, Any] = {}  # the rest of the registry entry (encoder, compute_type, grpc_port, ...)
 
 
+class ThroughputPoint(BaseModel):
+    minute: datetime  # the minute's start (UTC); the last one is the current, still filling
+    succeeded: int
+    failed: int
+
+
 class QueueStats(BaseModel):
     name: str
     queued: int
@@ -74,6 +69,7 @@ class QueueStats(BaseModel):
     succeeded: int
     failed: int
     workers: list[WorkerInfo]
+    throughput: list[ThroughputPoint] = []  # jobs ended per minute, the last 30 minutes, oldest first
 
 
 class QueuesResponse(BaseModel):

@@ -49,7 +49,9 @@ class Services:
             settings=settings,
             redis=redis,
             store=store,
-            dispatcher=Dispatcher(redis, max_tries=settings.max_tries),
+            dispatcher=Dispatcher(
+                redis, max_tries=settings.max_tries, priority_aging_seconds=settings.priority_aging_seconds
+            ),
             storage=storage,
             keyring=KeyRing(settings),
             metrics=Metrics(),

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mediaflow.common.errors import MediaflowError, NotFound
 from mediaflow.common.ids import new_job_id
-from mediaflow.common.jobs.model import Job, JobType, Media
+from mediaflow.common.jobs.model import Job, JobType, Media, Priority
 from mediaflow.common.jobs.queues import queue_for
 from mediaflow.common.jobs.webhooks import check_webhook_url
 from mediaflow.common.options import parse_options
@@ -41,6 +41,8 @@ class JobRequest(BaseModel):
     )
 
     type: str = Field(description="transcribe | compose | caption | probe")
+    # Checked by build_job (422 invalid_priority); docs/api.md, "Priority".
+    priority: str | None = Field(None, description="high | normal | low (default): which queued work runs first")
     # Checked by build_job (media_ref: 422 invalid_input); the OpenAPI document shows MediaRef (openapi.py).
     input: dict[str, Any] | None = None
     options: dict[str, Any] | None = None
@@ -49,10 +51,6 @@ class JobRequest(BaseModel):
         description="called (POST, signed per Standard Webhooks) when the job "
         "ends; 422 webhooks_disabled when the server has no secret",
     )
-
-
-class BatchRequest(BaseModel):
-    jobs: list[dict[str, Any]] = Field(description="job bodies, each as for POST /v1/jobs")
 
 
 class MediaCache:
@@ -66,6 +64,18 @@ class MediaCache:
         if media_id not in self.known:
             self.known[media_id] = await self.svc.media.get(media_id, self.tenant)
         return self.known[media_id]
+
+
+def parse_priority(raw: Any) -> Priority:
+    if raw is None:
+        return Priority.normal
+    try:
+        return Priority(raw)
+    except ValueError:
+        names = ", ".join(p.value for p in Priority)
+        raise MediaflowError(
+            f"unknown priority {raw!r} (one of: {names})", code="invalid_priority", status=422
+        ) from None
 
 
 def parse_type(raw: Any) -> JobType:
@@ -126,10 +136,11 @@ async def build_job(body: dict[str, Any], tenant: str, svc: Services, media: Med
     media = media or MediaCache(svc, tenant)
     check_text(body)
     job_type = parse_type(body.get("type"))
-    unknown = set(body) - {"type", "input", "options", "webhook_url"}
+    unknown = set(body) - {"type", "priority", "input", "options", "webhook_url"}
     if unknown:
         raise MediaflowError(f"unknown field(s) {', '.join(sorted(unknown))}", code="invalid_request", status=422)
     raw_options = body.get("options")
+    priority = parse_priority(body.get("priority"))
     if raw_options is not None and not isinstance(raw_options, dict):
         raise MediaflowError("options must be an object", code="invalid_options", status=422)
     options = parse_options(job_type, raw_options).model_dump(mode="json")
@@ -159,6 +170,7 @@ async def build_job(body: dict[str, Any], tenant: str, svc: Services, media: Med
         id=new_job_id(),
         type=job_type,
         queue=queue_for(job_type, options, svc.settings),
+        priority=priority,
         max_attempts=svc.settings.max_tries,
         options=options,
         input=resolved_input,
@@ -171,7 +183,7 @@ def rejection(index: int, exc: Exception) -> dict[str, Any]:
     from .problems import Problem
 
     if isinstance(exc, Problem):
-        return {"index": index, "code": exc.code, "message": exc.detail, "status": exc.status}
+        return {"index": index, "code": exc.code, "detail": exc.detail, "status": exc.status}
     if isinstance(exc, NotFound | MediaflowError):
-        return {"index": index, "code": exc.code, "message": exc.message, "status": exc.status}
+        return {"index": index, "code": exc.code, "detail": exc.message, "status": exc.status}
     raise exc

@@ -9,8 +9,10 @@ printed), 2 usage, 130 interrupted (the running job is cancelled first).
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -28,6 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from mediaflow.common.settings import Settings
 
@@ -42,6 +45,8 @@ app = typer.Typer(
 )
 jobs_app = typer.Typer(no_args_is_help=True, help="List, inspect, cancel and retry jobs.")
 app.add_typer(jobs_app, name="jobs")
+batches_app = typer.Typer(no_args_is_help=True, help="List, inspect, cancel and retry batches.")
+app.add_typer(batches_app, name="batches")
 
 # Not a terminal (a pipe, a test): wide enough that ids and paths are never cut.
 out = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 240)
@@ -220,7 +225,8 @@ def _ctrl_c_deferred() -> Iterator[list[int]]:
 
 
 def cancel_and_exit(client: MediaflowClient, job_id: str) -> NoReturn:
-    """Ctrl-C while `job_id` runs: cancel it and exit 130, within INTERRUPT_EXIT_S in every case.
+    """Ctrl-C while `job_id` (or a batch, `b_…`) runs: cancel it and exit 130, within INTERRUPT_EXIT_S
+    in every case.
 
     The cancel goes over a new connection with a short timeout: the interrupt may have cut the event
     stream's connection in the middle of a read, and the client's own timeouts are a minute long."""
@@ -230,11 +236,11 @@ def cancel_and_exit(client: MediaflowClient, job_id: str) -> NoReturn:
     err.print(f"\n[yellow]interrupted: cancelling {job_id}[/]")
     try:
         with httpx.Client(base_url=client.base_url, headers=client.http.headers, timeout=CANCEL_TIMEOUT_S) as http:
-            response = http.post(f"/v1/jobs/{job_id}/cancel")
+            response = http.post(f"/v1/{'batches' if job_id.startswith('b_') else 'jobs'}/{job_id}/cancel")
         if response.status_code >= 400 and response.status_code != 409:  # 409: it has just ended
             err.print(f"[yellow]cancel of {job_id} answered {response.status_code}: {escape(response.text[:200])}[/]")
     except httpx.HTTPError as exc:
-        err.print(f"[yellow]could not cancel {job_id} ({escape(str(exc))}): run `mediaflow jobs cancel {job_id}`[/]")
+        err.print(f"[yellow]could not cancel {job_id} ({escape(str(exc))})[/]")
     if stack is not None:
         stack.config.stop_timeout = 1.0  # the job is cancelled: the embedded workers need no drain
     raise typer.Exit(EXIT_INTERRUPTED)
@@ -361,10 +367,100 @@ def upload(client: MediaflowClient, path: Path) -> str:
     return media["id"]
 
 
+def run_batch(
+    client: MediaflowClient, files: list[Path], template: dict[str, Any], out_dir: Path | None, detach: bool
+) -> None:
+    """Upload FILES and submit them as one batch; follow it with one progress line per file and a
+    total, then download each finished item's artifacts to <out>/<file stem>/. Exit 1 unless every
+    item succeeded; Ctrl-C cancels the whole batch."""
+    items, names = [], []
+    for path in files:  # one file that is missing or refused does not stop the others
+        if not path.is_file():
+            err.print(f"[yellow]{escape(str(path))}: not a file; left out[/]")
+            continue
+        try:
+            items.append({"media_id": upload(client, path)})
+            names.append(path.name)
+        except ApiError as exc:
+            err.print(f"[yellow]{escape(path.name)}: not uploaded: {escape(exc.code)}: {escape(exc.message)}[/]")
+    if not items:
+        raise fail("batch_empty", "no file could be uploaded")
+    with _ctrl_c_interrupts():
+        with _ctrl_c_deferred() as interrupted:
+            created = client.submit_batch({"items": items, "template": template})
+        batch_id = created["id"]
+        for rejected in created["rejected"]:
+            why = f"{rejected['code']}: {rejected['detail']}"
+            err.print(f"[yellow]{escape(names[rejected['index']])}: rejected: {escape(why)}[/]")
+        if detach:
+            out.print(batch_id)
+            return
+        try:
+            if interrupted:
+                raise KeyboardInterrupt
+            final = _follow_batch(client, batch_id, names)
+        except KeyboardInterrupt:
+            cancel_and_exit(client, batch_id)
+    dest = out_dir if out_dir is not None else Path("out") / batch_id
+    table = Table("file", "state", "job", "artifacts", title=f"batch {batch_id}: {final['state']} → {dest}")
+    for item in final["items"]:
+        name = names[item["index"]]
+        where = ""
+        if item["state"] == "succeeded":
+            where = str(dest / Path(name).stem)
+            download_artifacts(client, client.job(item["job_id"]), Path(where))
+        elif item.get("error"):
+            where = f"{item['error']['code']}: {item['error']['message']}"
+        table.add_row(escape(name), item["state"], item["job_id"], escape(where))
+    out.print(table)
+    if final["state"] != "succeeded":
+        counts = ", ".join(f"{n} {state}" for state, n in final["counts"].items())
+        raise fail(f"batch_{final['state']}", f"batch {batch_id} ended {final['state']} ({counts})")
+
+
+def _follow_batch(client: MediaflowClient, batch_id: str, names: list[str]) -> dict[str, Any]:
+    with Progress(
+        TextColumn("[bold]{task.fields[label]}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        transient=False,
+    ) as progress:
+        tasks: dict[int, Any] = {}
+        total = None
+        for event in client.batch_events(batch_id):
+            data = event.data
+            changed = data.get("items", []) if event.event == "batch" else [data] if event.event == "item" else []
+            for item in changed:
+                if item["index"] not in tasks:
+                    tasks[item["index"]] = progress.add_task("", total=1.0, label=escape(names[item["index"]]))
+                done = 1.0 if item["state"] == "succeeded" else float(item.get("progress") or 0.0)
+                text = " · ".join(str(p) for p in (item["state"], item.get("stage")) if p)
+                if item.get("error"):
+                    text += f" — {item['error']['code']}"
+                progress.update(tasks[item["index"]], completed=done, description=escape(text))
+            if event.event == "batch":
+                if total is None:
+                    total = progress.add_task("", total=1.0, label=f"total ({data['total']} files)")
+                counts = ", ".join(f"{n} {state}" for state, n in data["counts"].items())
+                progress.update(total, completed=float(data["progress"]), description=f"{data['state']} · {counts}")
+    return client.batch(batch_id)
+
+
 # ---- commands -------------------------------------------------------------------------------
 
 OutOption = Annotated[Path | None, typer.Option("--out", "-o", help="where artifacts go [default: out/<job id>]")]
 DetachOption = Annotated[bool, typer.Option("--detach", "-d", help="submit, print the job id and return")]
+PriorityOption = Annotated[
+    str | None, typer.Option(help="high | normal | low: which queued work runs first [default: normal]")
+]
+
+
+def prioritised(body: dict[str, Any], priority: str | None) -> dict[str, Any]:
+    """A job body (or batch template) with `priority`, when one was given (the gateway checks it)."""
+    return {**body, "priority": priority} if priority else body
 
 
 @app.command()
@@ -408,7 +504,7 @@ def up(
 
 @app.command()
 def transcribe(
-    file: Annotated[Path, typer.Argument(help="audio or video file")],
+    files: Annotated[list[Path], typer.Argument(help="audio or video files (several: one batch)")],
     language: Annotated[str | None, typer.Option(help="language code; default: detect")] = None,
     task: Annotated[str, typer.Option(help="transcribe | translate (to English)")] = "transcribe",
     diarize: Annotated[bool, typer.Option("--diarize", help="label speakers")] = False,
@@ -418,8 +514,9 @@ def transcribe(
     speaker_labels: Annotated[bool, typer.Option("--speaker-labels", help="prefix captions with speakers")] = False,
     out_dir: OutOption = None,
     detach: DetachOption = False,
+    priority: PriorityOption = None,
 ) -> None:
-    """Transcribe FILE and write captions (SRT, VTT, SCC, ASS) and a transcript."""
+    """Transcribe FILES and write captions (SRT, VTT, SCC, ASS) and a transcript of each."""
     options: dict[str, Any] = {"task": task, "diarize": diarize}
     if language:
         options["language"] = language
@@ -432,11 +529,13 @@ def transcribe(
     if speaker_labels:
         options["captions"] = {"speaker_labels": True}
     with api_errors(), connect(workers=("transcriber", "compositor")) as client:
-        media_id = upload(client, file)
-        _final, files = submit_and_finish(
-            client, {"type": "transcribe", "input": {"media_id": media_id}, "options": options}, out_dir, detach
-        )
-        _print_transcript(files)
+        if len(files) > 1:
+            run_batch(client, files, prioritised({"type": "transcribe", "options": options}, priority), out_dir, detach)
+            return
+        media_id = upload(client, files[0])
+        body = {"type": "transcribe", "input": {"media_id": media_id}, "options": options}
+        _final, written = submit_and_finish(client, prioritised(body, priority), out_dir, detach)
+        _print_transcript(written)
 
 
 def _print_transcript(files: list[Path]) -> None:
@@ -448,24 +547,30 @@ def _print_transcript(files: list[Path]) -> None:
 
 @app.command()
 def caption(
-    video: Annotated[Path, typer.Argument(help="video file")],
-    mode: Annotated[str, typer.Option(help="burn (into the picture) | soft (subtitle track) | both")] = "burn",
+    videos: Annotated[list[Path], typer.Argument(help="video files (several: one batch)")],
+    burn: Annotated[bool, typer.Option("--burn", help="burn the captions into the picture (the default)")] = False,
+    soft: Annotated[bool, typer.Option("--soft", help="add the captions as a subtitle track")] = False,
     language: Annotated[str | None, typer.Option(help="language code; default: detect")] = None,
     resolution: Annotated[str | None, typer.Option(help="1280x720 | 1920x1080 | 3840x2160")] = None,
     quality: Annotated[str | None, typer.Option(help="draft | standard | high")] = None,
     out_dir: OutOption = None,
     detach: DetachOption = False,
+    priority: PriorityOption = None,
 ) -> None:
-    """Transcribe VIDEO, then burn in and/or mux its captions: writes output.mp4 and the captions."""
+    """Transcribe VIDEOS, then burn in and/or mux their captions: writes output.mp4 and the captions
+    of each (`--burn --soft`: both)."""
+    mode = "both" if burn and soft else "soft" if soft else "burn"
     options: dict[str, Any] = {"mode": mode, "transcribe": {"language": language} if language else {}}
     output = {k: v for k, v in {"resolution": resolution, "quality": quality}.items() if v}
     if output:
         options["output"] = output
     with api_errors(), connect(workers=("transcriber", "compositor")) as client:
-        media_id = upload(client, video)
-        submit_and_finish(
-            client, {"type": "caption", "input": {"media_id": media_id}, "options": options}, out_dir, detach
-        )
+        if len(videos) > 1:
+            run_batch(client, videos, prioritised({"type": "caption", "options": options}, priority), out_dir, detach)
+            return
+        media_id = upload(client, videos[0])
+        body = {"type": "caption", "input": {"media_id": media_id}, "options": options}
+        submit_and_finish(client, prioritised(body, priority), out_dir, detach)
 
 
 LOCAL_MEDIA_KEYS = ("file", "path")
@@ -495,6 +600,7 @@ def compose(
     ] = False,
     out_dir: OutOption = None,
     detach: DetachOption = False,
+    priority: PriorityOption = None,
 ) -> None:
     """Render a timeline (intro, videos, images, transitions, outro) to output.mp4. Local media named
     by `file` or `path` (relative to the timeline file) are uploaded first."""
@@ -509,20 +615,20 @@ def compose(
     body = data if "type" in data else {"type": "compose", "options": data}
     with api_errors(), connect(workers=("compositor", "compositor-heavy")) as client:
         body = _upload_timeline_media(client, body, timeline.resolve().parent, server_paths)
-        submit_and_finish(client, body, out_dir, detach)
+        submit_and_finish(client, prioritised(body, priority), out_dir, detach)
 
 
 @app.command()
 def probe(
     file: Annotated[Path, typer.Argument(help="media file")],
     detach: DetachOption = False,
+    priority: PriorityOption = None,
 ) -> None:
     """Read FILE's metadata (duration, streams) with a probe job on the compositor pool."""
     with api_errors(), connect(workers=("compositor",)) as client:
         media_id = upload(client, file)
-        final, _ = submit_and_finish(
-            client, {"type": "probe", "input": {"media_id": media_id}}, None, detach, quiet=False
-        )
+        body = {"type": "probe", "input": {"media_id": media_id}}
+        final, _ = submit_and_finish(client, prioritised(body, priority), None, detach, quiet=False)
         if not detach:
             out.print_json(data=final.get("result") or {})
 
@@ -568,7 +674,7 @@ def find_sample() -> Path | None:
     return sample if sample.is_file() else None
 
 
-# ---- jobs and queues ------------------------------------------------------------------------
+# ---- jobs, batches and queues ---------------------------------------------------------------
 
 
 def _fmt_time(value: str | None) -> str:
@@ -603,6 +709,54 @@ def jobs_ls(
             escape(str(detail)),
         )
     out.print(table)
+
+
+@batches_app.command("ls")
+def batches_ls(
+    limit: Annotated[int, typer.Option(help="at most this many (newest first)")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON page")] = False,
+) -> None:
+    """List batches, newest first."""
+    with api_errors(), connect(embedded=False) as client:
+        page = client.batches(limit=limit)
+    if as_json:
+        out.print_json(data=page)
+        return
+    table = Table("id", "state", "progress", "items", "created", "counts")
+    for batch in page.get("batches") or []:
+        counts = ", ".join(f"{n} {state}" for state, n in batch["counts"].items())
+        table.add_row(
+            batch["id"],
+            batch["state"],
+            f"{batch['progress']:.0%}",
+            str(batch["total"]),
+            _fmt_time(batch["created_at"]),
+            counts,
+        )
+    out.print(table)
+
+
+@batches_app.command("show")
+def batches_show(batch_id: str) -> None:
+    """Print a batch (with its items) as JSON."""
+    with api_errors(), connect(embedded=False) as client:
+        out.print_json(data=client.batch(batch_id))
+
+
+@batches_app.command("cancel")
+def batches_cancel(batch_id: str) -> None:
+    """Cancel every item of the batch that has not ended."""
+    with api_errors(), connect(embedded=False) as client:
+        batch = client.cancel_batch(batch_id)
+    out.print(f"{batch_id}: {batch['state']}")
+
+
+@batches_app.command("retry")
+def batches_retry(batch_id: str) -> None:
+    """Retry the batch's failed and cancelled items."""
+    with api_errors(), connect(embedded=False) as client:
+        batch = client.retry_batch(batch_id)
+    out.print(f"{batch_id}: {batch['state']}")
 
 
 @jobs_app.command("show")
@@ -688,6 +842,47 @@ def _print_queues(data: dict[str, Any]) -> None:
                 str(w.get("metrics_url") or "—"),
             )
     out.print(workers)
+
+
+def _marked(snippet: str) -> Text:
+    """A search snippet (HTML-escaped, matches in <mark>) as terminal text with the matches bold."""
+    text = Text()
+    for i, part in enumerate(re.split(r"</?mark>", snippet)):
+        text.append(html.unescape(part), style="bold yellow" if i % 2 else "")
+    return text
+
+
+def _clock(seconds: float) -> str:
+    """m:ss.s, or h:mm:ss.s from an hour on."""
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes}:{secs:04.1f}"
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="words to find, all of them in one segment (case and accents ignored)")],
+    limit: Annotated[int, typer.Option(help="at most this many segments (1-100)")] = 20,
+    cursor: Annotated[str | None, typer.Option(help="go on from a previous page (its next_cursor)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON page")] = False,
+) -> None:
+    """Search your transcripts: the segments holding every word, newest transcript first."""
+    with api_errors(), connect(embedded=False) as client:
+        page = client.search(query, limit=limit, cursor=cursor)
+    if as_json:
+        out.print_json(data=page)
+        return
+    hits = page.get("hits") or []
+    if not hits:
+        out.print("no matches")
+        return
+    table = Table("job", "at", "speaker", "text")
+    for hit in hits:
+        at = f"{_clock(hit['start'])}-{_clock(hit['end'])}"
+        table.add_row(hit["job_id"], at, hit.get("speaker") or "", _marked(hit["snippet"]))
+    out.print(table)
+    if page.get("next_cursor"):
+        out.print(f"more: mediaflow search {escape(json.dumps(query))} --cursor={page['next_cursor']}")
 
 
 @app.command()

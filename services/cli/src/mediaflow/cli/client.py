@@ -18,6 +18,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+BATCH_ENDED = frozenset({*TERMINAL_STATES, "partial", "deleted"})
 
 
 class ApiError(Exception):
@@ -120,6 +121,10 @@ class MediaflowClient:
     def queues(self) -> dict[str, Any]:
         return self._request("GET", "/v1/queues").json()
 
+    def search(self, query: str, limit: int = 20, cursor: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"q": query, "limit": limit, **({"cursor": cursor} if cursor else {})}
+        return self._request("GET", "/v1/search", params=params).json()
+
     def events(self, job_id: str, last_event_id: str = "0-0") -> Iterator[JobEvent]:
         """Every event of the job from the start (or after `last_event_id`), until it is terminal.
         A dropped stream is resumed with Last-Event-ID; a stream that ends while the job is still
@@ -159,6 +164,48 @@ class MediaflowClient:
                     raise ApiError(0, "connection_error", f"lost the event stream of {job_id}: {exc}") from exc
             # The stream ended without a terminal state event: the record decides.
             if self.job(job_id)["state"] in TERMINAL_STATES:
+                return
+            time.sleep(min(2.0, 0.2 * (failures + 1)))
+
+    # ---- batches ----------------------------------------------------------------------------
+    def submit_batch(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/v1/batches", json=body).json()
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/batches/{batch_id}").json()
+
+    def batches(self, limit: int = 20) -> dict[str, Any]:
+        return self._request("GET", "/v1/batches", params={"limit": limit}).json()
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/batches/{batch_id}/cancel").json()
+
+    def retry_batch(self, batch_id: str) -> dict[str, Any]:
+        return self._request("POST", f"/v1/batches/{batch_id}/retry").json()
+
+    def batch_events(self, batch_id: str) -> Iterator[JobEvent]:
+        """`batch` (the whole batch first, then its totals) and `item` events until the batch has
+        ended. A dropped stream is reopened: it starts again with the whole batch."""
+        failures = 0
+        while True:
+            try:
+                with connect_sse(
+                    self.http, "GET", f"/v1/batches/{batch_id}/events", timeout=httpx.Timeout(None, connect=10.0)
+                ) as source:
+                    _raise_for_problem(source.response)
+                    for sse in source.iter_sse():
+                        if not sse.data:
+                            continue  # keep-alive
+                        data = json.loads(sse.data)
+                        yield JobEvent(id=sse.id, event=sse.event, data=data)
+                        failures = 0
+                        if sse.event == "deleted" or (sse.event == "batch" and data.get("state") in BATCH_ENDED):
+                            return
+            except (httpx.TransportError, SSEError) as exc:
+                failures += 1
+                if failures > 10:
+                    raise ApiError(0, "connection_error", f"lost the event stream of {batch_id}: {exc}") from exc
+            if self.batch(batch_id)["state"] in BATCH_ENDED:
                 return
             time.sleep(min(2.0, 0.2 * (failures + 1)))
 

@@ -13,3 +13,7 @@ def new_job_id() -> str:
 
 def new_media_id() -> str:
     return new_id("m")
+
+
+def new_batch_id() -> str:
+    return new_id("b")

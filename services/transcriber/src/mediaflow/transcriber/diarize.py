@@ -134,6 +134,8 @@ class NeuralDiarizer(WindowSink):
     _next_chunk: int = 0
     activity: list[np.ndarray] = field(default_factory=list)  # per chunk: (frames, 3) bool
     speakers: list[LocalSpeaker] = field(default_factory=list)
+    # after turns(): each speaker's voice print (label of the turns -> unit-normalised mean embedding)
+    prints: dict[str, np.ndarray] = field(default_factory=dict)
 
     def add_window(self, audio: np.ndarray, offset: float, speech: list[tuple[float, float]]) -> None:
         # Windows are consecutive, so the buffer simply grows; the audio after the last complete
@@ -212,6 +214,7 @@ class NeuralDiarizer(WindowSink):
             emb, num_speakers, min_speakers, max_speakers, self.threshold, self._cannot_link(reliable)
         )
         labels = _assign(embedded, centroids)
+        self.prints = _voice_prints(embedded, labels, len(centroids))
         return self._reconstruct(embedded, labels, len(centroids))
 
     def _cannot_link(self, speakers: list[LocalSpeaker]) -> np.ndarray:
@@ -380,6 +383,19 @@ def _absorb_small(emb: np.ndarray, labels: np.ndarray, cannot: np.ndarray) -> np
     return np.unique(out, return_inverse=True)[1]
 
 
+def _voice_prints(embedded: list[LocalSpeaker], labels: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Each speaker's mean embedding over its reliable local speakers (all of them when none is),
+    unit-normalised: the voice print matched against enrolled speakers (speakers.py)."""
+    out: dict[str, np.ndarray] = {}
+    for c in range(k):
+        members = [s for s, lab in zip(embedded, labels, strict=True) if lab == c]
+        chosen = [s.embedding for s in members if s.reliable] or [s.embedding for s in members]
+        if chosen:
+            mean = np.mean(np.stack(chosen), axis=0)
+            out[str(c)] = mean / max(float(np.linalg.norm(mean)), 1e-9)
+    return out
+
+
 def _assign(embedded: list[LocalSpeaker], centroids: np.ndarray) -> np.ndarray:
     """Nearest centroid (cosine), with the local speakers of one chunk kept apart: the segmentation
     model already said they are different people."""
@@ -425,15 +441,15 @@ def pyannote_turns(
     ]
 
 
-def apply_speakers(transcript: Transcript, raw_turns: list[SpeakerTurn]) -> None:
+def apply_speakers(transcript: Transcript, raw_turns: list[SpeakerTurn]) -> dict[str, str]:
     """Give every word a speaker, split segments at speaker changes, and derive the final turns
     from the words (so turns start and end on word boundaries). Labels become SPEAKER_00, ... in
-    order of first appearance."""
+    order of first appearance; returns the diarizer's label -> SPEAKER_xx."""
     import pandas as pd
     from whisperx.diarize import assign_word_speakers
 
     if not raw_turns or not transcript.segments:
-        return
+        return {}
     frame = pd.DataFrame([t.model_dump() for t in raw_turns])
     result = {
         "segments": [
@@ -466,6 +482,7 @@ def apply_speakers(transcript: Transcript, raw_turns: list[SpeakerTurn]) -> None
             transcript.turns[-1].end = seg.end
         elif seg.speaker:
             transcript.turns.append(SpeakerTurn(speaker=seg.speaker, start=seg.start, end=seg.end))
+    return names
 
 
 def _split_by_speaker(segments: list[Segment]) -> list[Segment]:

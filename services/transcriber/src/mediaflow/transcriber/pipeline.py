@@ -27,8 +27,8 @@ from mediaflow.common.errors import InvalidInput
 from mediaflow.common.options.transcribe import TranscribeOptions
 
 from .audio import SAMPLE_RATE, WindowSink, media_duration, windows
-from .model import Models
-from .transcript import Coverage, Segment, TimeRange, Transcript, Word
+from .model import Asr, Models
+from .transcript import Coverage, Notice, Segment, TimeRange, Transcript, Word
 
 log = logging.getLogger("mediaflow.transcriber")
 
@@ -56,21 +56,31 @@ Progress = Callable[[float, str], None]
 Span = tuple[float, float]
 
 
-def check_language(models: Models, language: str | None) -> str | None:
-    """The language to decode in (None = detect); unsupported codes raise `unsupported_language`."""
+def check_language(models: Models, language: str | None, task: str = "transcribe") -> str | None:
+    """The language to decode in (None = detect); codes no loaded model serves raise
+    `unsupported_language`, task=translate without a multilingual model `unsupported_task`."""
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
+    if task == "translate" and models.multilingual_asr is None:
+        raise InvalidInput(
+            f"task=translate needs a multilingual model; {models.info.model} is English-only",
+            code="unsupported_task",
+        )
     if not language:
-        return None if models.multilingual else "en"
+        return None if models.multilingual_asr is not None else "en"
     code = language.lower()
     if code not in _LANGUAGE_CODES:
         raise InvalidInput(f"unsupported language {language!r}", code="unsupported_language")
-    if not models.multilingual and code != "en":
+    if models.asr_for(code, task) is None:
         raise InvalidInput(
             f"the configured model {models.info.model} is English-only; language {language!r} is not supported",
             code="unsupported_language",
         )
     return code
+
+
+# A detected language below this probability is reported with a `language_uncertain` warning.
+UNCERTAIN_LANGUAGE = 0.5
 
 
 @dataclass
@@ -136,13 +146,16 @@ class Decoder:
         self.models = models
         self.options = options
         self.language = language
+        self.language_probability: float | None = None  # set when the language was detected
+        self.warnings: list[Notice] = []
         self.temperature = temperature
         self.batch_size = batch_size
+        self.asr = models.asr  # the model that decodes, chosen once the language is known
         self._decoding = None  # faster-whisper TranscriptionOptions, built once the language is known
         self._tokenizer = None
 
-    def features(self, audio: np.ndarray, chunk: Chunk) -> np.ndarray:
-        extractor = self.models.whisper.feature_extractor
+    def features(self, audio: np.ndarray, chunk: Chunk, asr: Asr | None = None) -> np.ndarray:
+        extractor = (asr or self.asr).whisper.feature_extractor
         samples = audio[int(chunk.start * SAMPLE_RATE) : int(chunk.end * SAMPLE_RATE)][: extractor.n_samples]
         padded = np.pad(samples, (0, extractor.n_samples - len(samples)))  # silence, as Whisper was trained
         return extractor(padded)[..., : extractor.nb_max_frames]
@@ -151,11 +164,11 @@ class Decoder:
         """Fill each chunk's `segments` (times in the window's seconds), one batch at a time."""
         for first in range(0, len(chunks), self.batch_size):
             batch = chunks[first : first + self.batch_size]
+            self._prepare(audio, batch[0])
             features = np.stack([self.features(audio, c) for c in batch])
             with self.models.device_lock:  # per batch: a gRPC request waits for one batch, not a window
-                self._prepare(features[0])
-                self.models.batched.last_speech_timestamp = batch[0].start
-                outputs = self.models.batched.forward(
+                self.asr.batched.last_speech_timestamp = batch[0].start
+                outputs = self.asr.batched.forward(
                     features,
                     self._tokenizer,
                     [{"offset": c.start, "duration": c.end - c.start, "segments": []} for c in batch],
@@ -166,17 +179,43 @@ class Decoder:
                 if progress is not None:
                     progress(chunk)  # raises on cancel
 
-    def _prepare(self, first_features: np.ndarray) -> None:
+    def _prepare(self, audio: np.ndarray, first: Chunk) -> None:
         if self._decoding is not None:
             return
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
 
-        whisper = self.models.whisper
-        if self.language is None:  # detected once, on the first speech, then kept
-            self.language, _, _ = whisper.detect_language(features=first_features)
+        if self.language is None:  # detected once, on the first speech, by the multilingual model
+            detector = self.models.multilingual_asr
+            assert detector is not None  # check_language: no language and no detector means English
+            with self.models.device_lock:
+                language, probability, _ = detector.whisper.detect_language(
+                    features=self.features(audio, first, detector)
+                )
+            self.language, self.language_probability = language, round(float(probability), 3)
+            if probability < UNCERTAIN_LANGUAGE:
+                self.warnings.append(
+                    Notice(
+                        code="language_uncertain",
+                        message=f"the language was detected as {language!r} with probability {probability:.2f}; "
+                        "pass options.language if that is wrong",
+                    )
+                )
+        elif not self.options.language and self.models.multilingual_asr is None:
+            self.warnings.append(
+                Notice(
+                    code="language_not_detected",
+                    message=f"the model {self.models.info.model} is English-only and no multilingual model is "
+                    "configured: the speech was taken to be English",
+                )
+            )
+        asr = self.models.asr_for(self.language, self.options.task)
+        if asr is None:  # detected a language only the (absent) multilingual model could decode
+            raise InvalidInput(f"no loaded model decodes {self.language!r}", code="unsupported_language")
+        self.asr = asr
+        whisper = asr.whisper
         self._tokenizer = Tokenizer(
-            whisper.hf_tokenizer, self.models.multilingual, task=self.options.task, language=self.language
+            whisper.hf_tokenizer, asr.multilingual, task=self.options.task, language=self.language
         )
         self._decoding = TranscriptionOptions(
             beam_size=5,
@@ -318,7 +357,11 @@ def transcribe_file(
     # progress runs over the range; without one, over the media
     span = ((end if end is not None else total) - start) if (end is not None or total) else 0.0
     decoder = Decoder(
-        models, options, check_language(models, options.language), temperature, batch_size or models.settings.batch_size
+        models,
+        options,
+        check_language(models, options.language, options.task),
+        temperature,
+        batch_size or models.settings.batch_size,
     )
     segments: list[Segment] = []
     coverage = Coverage()
@@ -370,9 +413,11 @@ def transcribe_file(
     coverage.covered_speech_seconds = round(min(coverage.covered_speech_seconds, coverage.speech_seconds), 2)
     return Transcript(
         language=decoder.language_or_english(),
+        language_probability=decoder.language_probability,
+        warnings=decoder.warnings,
         duration=duration,
         task=options.task,
-        model=models.info.model,
+        model=decoder.asr.name,
         segments=segments,
         coverage=coverage,
         range=TimeRange(start=start, end=end_of_audio) if ranged else None,

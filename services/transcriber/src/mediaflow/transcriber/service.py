@@ -13,7 +13,9 @@ from .analytics import analytics
 from .diarize import NeuralDiarizer, apply_speakers, pyannote_turns
 from .model import Models, diarization_backend
 from .pipeline import Progress, transcribe_file
+from .speakers import voice_prints
 from .transcript import SpeakerTurn, Transcript
+from .translation import check_target, translate
 
 
 def run_transcription(
@@ -24,6 +26,8 @@ def run_transcription(
         diarize = options.diarize or bool(options.num_speakers or options.min_speakers or options.max_speakers)
         use_pyannote = diarize and diarization_backend(models.settings) == "pyannote"
         collector = NeuralDiarizer() if diarize and not use_pyannote else None
+        if options.translate_to:
+            check_target(models, options)  # before the decoding, not after it
 
         def asr_progress(fraction: float, stage: str) -> None:
             if progress is not None:
@@ -44,7 +48,13 @@ def run_transcription(
                 raw = collector.turns(*speakers)
             if transcript.range is not None:
                 raw = _in_range(raw, transcript.range.start, transcript.range.end, shift=collector is not None)
-            apply_speakers(transcript, raw)
+            labels = apply_speakers(transcript, raw)
+            if collector is not None:  # voice prints, to name speakers across files (speakers.py)
+                transcript.voices = voice_prints(transcript, collector.prints, labels)
+        if options.translate_to:
+            if progress is not None:
+                progress(0.9, "translating")
+            transcript.translation = translate(models, transcript, path, options)
         transcript.analytics = analytics(
             transcript, summary=options.summary, summary_sentences=options.summary_sentences
         )

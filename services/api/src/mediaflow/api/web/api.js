@@ -120,6 +120,19 @@ export function eventTime(id) {
  * stops after a terminal state (the server ends the stream there) or when stop() is called.
  */
 export function followEvents(jobId, onEvent, { onError } = {}) {
+  return followStream(`${jobPath(jobId)}/events`, onEvent, { onError, resume: true });
+}
+
+// A batch ends like a job, or as `partial` (ended, mixed outcomes) or `deleted`.
+export const ENDED = new Set([...TERMINAL, "partial", "deleted"]);
+
+/** Follow GET /v1/batches/{id}/events: a `batch` event (with items) first, then `item` and `batch`
+ * (totals) events as jobs move. A reconnection starts over with the whole batch. */
+export function followBatch(batchId, onEvent, { onError } = {}) {
+  return followStream(`v1/batches/${encodeURIComponent(batchId)}/events`, onEvent, { onError, resume: false });
+}
+
+function followStream(path, onEvent, { onError, resume }) {
   const controller = new AbortController();
   let lastId = null;
   let lastState = null;
@@ -142,7 +155,8 @@ export function followEvents(jobId, onEvent, { onError } = {}) {
     if (id) lastId = id;
     let parsed;
     try { parsed = JSON.parse(data.join("\n")); } catch { parsed = data.join("\n"); }
-    if (event === "state") lastState = parsed.state;
+    if (event === "state" || event === "batch") lastState = parsed.state;
+    if (event === "deleted") lastState = "deleted";
     onEvent({ id, event, data: parsed });
   }
 
@@ -150,8 +164,8 @@ export function followEvents(jobId, onEvent, { onError } = {}) {
     let delay = 500;
     while (!stopped) {
       try {
-        const query = lastId ? `?after=${encodeURIComponent(lastId)}` : "";
-        const response = await fetch(`${jobPath(jobId)}/events${query}`, {
+        const query = resume && lastId ? `?after=${encodeURIComponent(lastId)}` : "";
+        const response = await fetch(`${path}${query}`, {
           headers: headers({ Accept: "text/event-stream" }),
           signal: controller.signal,
         });
@@ -173,7 +187,7 @@ export function followEvents(jobId, onEvent, { onError } = {}) {
             buffer = buffer.slice(cut + 2);
           }
         }
-        if (TERMINAL.has(lastState)) return;  // the stream ended with the job
+        if (ENDED.has(lastState)) return;  // the stream ended with the job (or batch)
       } catch (err) {
         if (stopped || err.name === "AbortError") return;
         if (err instanceof ApiError && err.status < 500) {  // 401, 404: reconnecting will not help

@@ -1,37 +1,19 @@
 // mediaflow console: plain ES modules, no build step. Views by hash: #/upload, #/jobs?state=&type=&limit=,
-// #/jobs/<id>, #/queues. The API key stays in sessionStorage and goes only in Authorization headers.
+// #/jobs/<id>[?t=<seconds>], #/queues, #/compose, #/batches[/<id>], #/search?q=. The API key stays in
+// sessionStorage and goes only in Authorization headers.
 import {
   api, ApiError, TERMINAL, artifactBlobUrl, artifactText, downloadArtifact, eventTime, followEvents,
   getKey, jobPath, mediaBlobUrl, setKey, uploadMedia,
 } from "./api.js";
+import { closeBatch, listBatches, openBatch, setupBatches } from "./batch.js";
+import { openCompose, rememberMedia, setupCompose } from "./compose.js";
+import { openSearch, setupSearch } from "./search.js";
 import { renderTranscript } from "./transcript.js";
+import { $, el, etaSeconds, fmtBytes, fmtEta, fmtSecs, fmtTime, showError, sparkline } from "./ui.js";
 
-const $ = (sel, root = document) => root.querySelector(sel);
-const VIEWS = ["signin", "upload", "jobs", "job", "queues"];
+const VIEWS = ["signin", "upload", "jobs", "job", "queues", "compose", "batch", "search"];
 const POLL_MS = 1500;
 const localMedia = new Map();  // media id -> File uploaded from this tab (played without downloading it back)
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "class") node.className = v;
-    else if (k === "dataset") Object.assign(node.dataset, v);
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (k in node && typeof v !== "string") node[k] = v;
-    else node.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c);
-  return node;
-}
-
-function showError(err) {
-  $("#error").textContent = err ? String(err.message || err) : "";
-}
-
-const fmtTime = (d) => (d ? new Date(d).toLocaleString() : "—");
-const fmtSecs = (s) => (s < 60 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`);
-const fmtBytes = (n) => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`);
 
 // ---- sign-in --------------------------------------------------------------------------------------
 
@@ -171,13 +153,15 @@ class JobRows {
       let tr = this.rows.get(job.id);
       if (!tr) {
         tr = el("tr", { dataset: { jobId: job.id } });
-        for (let c = 0; c < 7; c++) tr.appendChild(el("td"));
+        for (let c = 0; c < 8; c++) tr.appendChild(el("td"));
         tr.children[0].appendChild(el("a", { href: `#/jobs/${job.id}`, class: "job-link" }, job.id));
         tr.children[1].textContent = job.type;
-        tr.children[4].textContent = fmtTime(job.created_at);
+        tr.children[4].className = "eta num";
+        tr.children[5].textContent = fmtTime(job.created_at);
         this.rows.set(job.id, tr);
       }
       if (this.tbody.children[i] !== tr) this.tbody.insertBefore(tr, this.tbody.children[i] || null);
+      tr.children[4].textContent = fmtEta(etaSeconds(job));  // changes with time, not only with the job
       const signature = JSON.stringify([job.state, job.progress, job.stage, job.message, job.artifacts.length]);
       if (tr.dataset.signature === signature) return;
       tr.dataset.signature = signature;
@@ -187,11 +171,11 @@ class JobRows {
       state.textContent = job.state;
       if (job.error) state.appendChild(el("span", { class: "error-code" }, ` ${job.error.code}`));
       tr.children[3].replaceChildren(...progressCell(job));
-      tr.children[5].replaceChildren(...artifactLinks(job));
-      const focused = tr.children[6].contains(document.activeElement) ? document.activeElement.className : null;
-      tr.children[6].replaceChildren(...actionButtons(job, this.onChange));
+      tr.children[6].replaceChildren(...artifactLinks(job));
+      const focused = tr.children[7].contains(document.activeElement) ? document.activeElement.className : null;
+      tr.children[7].replaceChildren(...actionButtons(job, this.onChange));
       if (focused) {
-        const again = tr.children[6].querySelector(`.${focused.split(" ")[0]}`) || tr.children[6].querySelector("button");
+        const again = tr.children[7].querySelector(`.${focused.split(" ")[0]}`) || tr.children[7].querySelector("button");
         if (again) again.focus();
       }
     });
@@ -265,6 +249,7 @@ async function submitUploads(event) {
           item.li.dataset.progressEvents = String(Number(item.li.dataset.progressEvents) + 1);
         });
         localMedia.set(media.id, item.file);
+        rememberMedia(media);
         setItem(item, "uploaded", `uploaded: ${media.duration?.toFixed(1) ?? "?"} s`);
         if (items.length === 1) logLine(`uploaded ${media.filename}: ${media.duration?.toFixed(1)} s, ${media.streams.length} streams`);
         return { item, media };
@@ -280,23 +265,27 @@ async function submitUploads(event) {
       const job = await api("v1/jobs", { method: "POST", json: body(ok[0].media) });
       setItem(ok[0].item, "accepted", jobLinkText(job));
       followCurrent(job);
-    } else {
+    } else {  // one batch: the same template for every file, each item accepted or rejected on its own
       let result;
       try {
-        result = await api("v1/jobs/batch", { method: "POST", json: { jobs: ok.map((u) => body(u.media)) } });
+        result = await api("v1/batches", { method: "POST", json: {
+          items: ok.map((u) => ({ media_id: u.media.id })),
+          template: { type, options: optionsFor(type) },
+        } });
       } catch (err) {
         if (!(err instanceof ApiError) || !err.body || !err.body.rejected) throw err;
-        result = { accepted: [], rejected: err.body.rejected };
+        result = { id: null, accepted: [], rejected: err.body.rejected };  // 422 batch_rejected: every item
       }
-      // accepted keep the order of the request; rejected name their index
+      const acceptedAt = new Map(result.accepted.map((a) => [a.index, a]));
       const rejectedAt = new Map(result.rejected.map((r) => [r.index, r]));
-      let next = 0;
       ok.forEach((u, index) => {
         const rejection = rejectedAt.get(index);
-        if (rejection) setItem(u.item, "rejected", `rejected: ${rejection.code}: ${rejection.message}`);
-        else setItem(u.item, "accepted", jobLinkText(result.accepted[next++]));
+        if (rejection) setItem(u.item, "rejected", `rejected: ${rejection.code}: ${rejection.detail}`);
+        else setItem(u.item, "accepted", jobLinkText({ id: acceptedAt.get(index).job_id, state: "queued" }));
       });
       $("#batch").hidden = false;
+      $("#batch-link").textContent = result.id || "";
+      $("#batch-link").href = result.id ? `#/batches/${result.id}` : "#/batches";
       $("#batch-summary").textContent =
         `${result.accepted.length} accepted, ${result.rejected.length} rejected, ${items.length - ok.length} failed to upload`;
     }
@@ -463,10 +452,22 @@ function stopJobStream() {
   jobView = null;
 }
 
-async function openJob(id) {
-  if (jobView && jobView.id === id) return;
+/** Where the player should start (#/jobs/<id>?t=<seconds>, e.g. a search hit), once it has media. */
+function seekPlayer(view, t) {
+  view.seek = Number.isFinite(t) ? t : null;
+  const media = $("#player");
+  if (view.seek === null || !media || jobView !== view) return;
+  if (media.readyState >= 1) media.currentTime = view.seek;
+  else media.addEventListener("loadedmetadata", () => { media.currentTime = view.seek; }, { once: true });
+}
+
+async function openJob(id, t) {
+  if (jobView && jobView.id === id) {
+    seekPlayer(jobView, t);
+    return;
+  }
   stopJobStream();
-  const view = { id, stream: null, events: [], job: null, mediaReady: false, blobUrls: [] };
+  const view = { id, stream: null, events: [], job: null, mediaReady: false, blobUrls: [], seek: Number.isFinite(t) ? t : null };
   jobView = view;
   $("#job-id").textContent = id;
   for (const sel of ["#job-summary", "#job-actions", "#timeline", "#artifacts", "#job-log", "#player-box", "#transcript"]) {
@@ -538,6 +539,7 @@ function renderSummary(view) {
     el("dt", {}, "state"), el("dd", { class: `state state-${job.state}`, id: "job-state" }, job.state),
     el("dt", {}, "type"), el("dd", {}, job.type),
     el("dt", {}, "progress"), el("dd", {}, ...progressCell({ ...job, state: "running" })),
+    el("dt", {}, "ETA"), el("dd", { id: "job-eta" }, fmtEta(etaSeconds(job))),
     el("dt", {}, "attempt"), el("dd", {}, `${job.attempt} of ${job.max_attempts}`),
     el("dt", {}, "queue"), el("dd", {}, job.queue || "—"),
     el("dt", {}, "worker"), el("dd", {}, job.worker || "—"),
@@ -608,6 +610,9 @@ async function setupMedia(view) {
   }
   if (jobView !== view) return;
 
+  // A caption job's output.mp4 has them burned into the picture (unless mode is soft): the track is
+  // there to switch on, but off by default so they do not show twice.
+  const burned = job.type === "caption" && (job.options.mode ?? "burn") !== "soft" && Boolean(playable);
   const attach = async (src, isVideo, note) => {
     // captions show only on a <video>: an audio file with captions plays in one too
     const media = el(isVideo || captions ? "video" : "audio", { controls: true, preload: "metadata", id: "player", class: "player" });
@@ -615,7 +620,7 @@ async function setupMedia(view) {
       try {
         const vtt = await artifactBlobUrl(captions);
         view.blobUrls.push(vtt);
-        media.appendChild(el("track", { kind: "captions", src: vtt, srclang: transcript?.language || "en", label: "captions", default: true }));
+        media.appendChild(el("track", { kind: "captions", src: vtt, srclang: transcript?.language || "en", label: "captions", default: !burned }));
       } catch (err) {
         showError(err);
       }
@@ -623,6 +628,7 @@ async function setupMedia(view) {
     media.src = src;
     if (jobView !== view) return;
     $("#player-box").replaceChildren(media);
+    seekPlayer(view, view.seek);
     $("#media-note").textContent = note;
     if (transcript) showTranscript(transcript, media);
   };
@@ -630,7 +636,8 @@ async function setupMedia(view) {
   if (playable) {
     const url = await artifactBlobUrl(playable);
     view.blobUrls.push(url);
-    await attach(url, playable.content_type.startsWith("video/"), `playing the artifact ${playable.name}`);
+    await attach(url, playable.content_type.startsWith("video/"),
+      `playing the artifact ${playable.name}${burned && captions ? " (captions burned in; the CC track is off)" : ""}`);
     return;
   }
   const local = localMedia.get(job.input.media_id);
@@ -643,10 +650,12 @@ async function setupMedia(view) {
   if (job.input.media_id) {  // the upload itself, from the server
     try {
       const record = await api(`v1/media/${encodeURIComponent(job.input.media_id)}`);
-      if (/^(video|audio)\//.test(record.content_type || "")) {
+      // what the probe found, not only the declared type (a browser may send none: octet-stream)
+      const kinds = new Set((record.streams || []).map((st) => st.kind));
+      if (/^(video|audio)\//.test(record.content_type || "") || kinds.has("audio") || kinds.has("video")) {
         const url = await mediaBlobUrl(job.input.media_id);
         view.blobUrls.push(url);
-        await attach(url, record.content_type.startsWith("video/"), `playing the upload ${record.filename}`);
+        await attach(url, kinds.has("video") || (record.content_type || "").startsWith("video/"), `playing the upload ${record.filename}`);
         return;
       }
     } catch { /* deleted or not media: the operator can pick the file */ }
@@ -677,7 +686,8 @@ async function loadQueues() {
     $("#queue-table tbody").replaceChildren(...data.queues.map((q) =>
       el("tr", { dataset: { queue: q.name } },
         el("th", { scope: "row" }, q.name.replace(/^mediaflow:queue:/, "")),
-        ...[q.queued, q.running, q.deferred, q.succeeded, q.failed, q.workers.length].map((n) => el("td", { class: "num" }, String(n))))));
+        ...[q.queued, q.running, q.deferred, q.succeeded, q.failed, q.workers.length].map((n) => el("td", { class: "num" }, String(n))),
+        el("td", { class: "throughput" }, sparkline(q.throughput || [])))));
     $("#queues-window").textContent = `succeeded and failed: the last ${fmtSecs(data.window_s)}`;
     const workers = data.queues.flatMap((q) => q.workers);
     $("#workers-empty").hidden = workers.length > 0;
@@ -717,17 +727,29 @@ function route() {
     return;
   }
   if (parts[0] !== "jobs" || !parts[1]) stopJobStream();
+  if (parts[0] !== "batches" || !parts[1]) closeBatch();
   const previous = currentView;
+  const params = new URLSearchParams(query);
   if (parts[0] === "jobs" && parts[1]) {
     show("job");
-    openJob(decodeURIComponent(parts[1]));
+    openJob(decodeURIComponent(parts[1]), params.has("t") ? Number(params.get("t")) : null);
   } else if (parts[0] === "jobs") {
     show("jobs");
-    filtersFromHash(new URLSearchParams(query));
+    filtersFromHash(params);
     loadJobs();
   } else if (parts[0] === "queues") {
     show("queues");
     loadQueues();
+  } else if (parts[0] === "compose") {
+    show("compose");
+    openCompose();
+  } else if (parts[0] === "batches") {
+    show("batch");
+    if (parts[1]) openBatch(decodeURIComponent(parts[1]));
+    else listBatches();
+  } else if (parts[0] === "search") {
+    show("search");
+    openSearch(params);
   } else {
     show("upload");
     refreshRecent();
@@ -740,7 +762,10 @@ function tick() {
   if (currentView === "jobs" && listRows.live) loadJobs();
   else if (currentView === "upload" && recent.live) refreshRecent();
   else if (currentView === "queues") loadQueues();
-  else if (currentView === "job" && jobView && jobView.job && !TERMINAL.has(jobView.job.state)) renderTimeline(jobView);
+  else if (currentView === "job" && jobView && jobView.job && !TERMINAL.has(jobView.job.state)) {
+    renderTimeline(jobView);
+    $("#job-eta").textContent = fmtEta(etaSeconds(jobView.job));
+  }
 }
 
 $("#key-form").addEventListener("submit", signIn);
@@ -750,6 +775,9 @@ $("#refresh").addEventListener("click", refreshRecent);
 $("#queues-refresh").addEventListener("click", loadQueues);
 setupDropZone();
 setupJobs();
+setupCompose();
+setupBatches();
+setupSearch();
 window.addEventListener("hashchange", route);
 renderKeyState();
 route();

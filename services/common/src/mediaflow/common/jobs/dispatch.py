@@ -10,16 +10,18 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from ..errors import Conflict, MediaflowError, NotFound
 from . import keys
 from .family import add_child, settle_cancelled_parent
 from .model import Job, JobState, utcnow
-from .queues import FUNCTION_FOR_TYPE
+from .queues import FUNCTION_FOR_TYPE, PRIORITY_AGING_DEFAULT, queue_score
 from .store import EVENTS_MAXLEN, IDEMPOTENCY_TTL_S, Events, JobStore, KeyChanges, state_event
 
 # ARQ drops a queued job whose definition key has expired; ours live as long as a week of backlog.
@@ -65,9 +67,12 @@ return 1
 
 
 class Dispatcher:
-    def __init__(self, redis: Redis, max_tries: int = 3) -> None:
+    def __init__(
+        self, redis: Redis, max_tries: int = 3, *, priority_aging_seconds: float = PRIORITY_AGING_DEFAULT
+    ) -> None:
         self.redis = redis
         self.max_tries = max_tries
+        self.priority_aging_seconds = priority_aging_seconds  # queues.queue_score's B (Settings)
         self.store = JobStore(redis)
         self._enqueue = redis.register_script(ENQUEUE_SCRIPT)
 
@@ -94,7 +99,7 @@ class Dispatcher:
             json.dumps(state_event(job)),
             payload,
             JOB_EXPIRY_MS,
-            now_ms,
+            queue_score(job.priority, now_ms, self.priority_aging_seconds),  # its place in the queue
             EVENTS_MAXLEN,
         ]
         if idem:
@@ -123,12 +128,15 @@ class Dispatcher:
             )
         return await self.store.get(job_id, job.tenant), False
 
-    async def submit_many(self, jobs: list[Job]) -> None:
-        """Create and enqueue many jobs in one round trip, all or none (batch submit)."""
+    async def submit_many(self, jobs: list[Job], also: Callable[[Pipeline], None] | None = None) -> None:
+        """Create and enqueue many jobs in one round trip, all or none (batch submit); `also` queues
+        more writes in the same transaction (the batch record)."""
         async with self.redis.pipeline(transaction=True) as pipe:
             for job in jobs:
                 script_keys, args = self._enqueue_call(job)
                 await self._enqueue(keys=script_keys, args=args, client=pipe)
+            if also is not None:
+                also(pipe)
             await pipe.execute()
 
     async def cancel(self, job_id: str, tenant: str | None = None) -> Job:

@@ -51,6 +51,7 @@ async def add_child(store: JobStore, parent_id: str, child: Job) -> None:
     def mutate(p: Job) -> Events:
         if p.terminal or p.state == JobState.cancelling:
             raise Conflict(f"parent {p.id} is {p.state.value}", code="parent_finished")
+        child.priority = p.priority  # a workflow's steps queue as urgently as the job they make up
         p.children = [*p.children, child.id]
         p.stage, p.message = child.type.value, f"{child.type.value} step queued ({child.id})"
         return [("progress", {"progress": p.progress, "stage": p.stage, "message": p.message})]

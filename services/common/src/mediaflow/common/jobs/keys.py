@@ -5,13 +5,23 @@ Redis (all ours under `mediaflow:`):
   jobs:{tenant}       sorted set of job ids (score 0, ordered by id = ULID = creation time) for paging
   events:{id}         stream of `state` / `progress` / `log` events; stream ids are the SSE ids
   media:{id}          JSON media record
+  batch:{id}          JSON batch record (its template and the ids of its jobs)
+  batches:{tenant}    sorted set of batch ids (score 0, ordered by id) for paging
   idem:{tenant}:{k}   Idempotency-Key -> "<job id> <request fingerprint>" (24 h)
+  voices:{tenant}     hash: enrolled speaker id -> JSON (name, state, voice print); jobs/voices.py
   stats:{queue}:{succeeded|failed}   sorted set of finish times (recent counts for /v1/queues)
   queue:{pool}        ARQ queue (sorted set; KEDA scales each pool on its length)
   wake:{queue}        list an enqueue pushes to, so an idle worker wakes at once
+  deferred:{queue}    sorted set of the retries waiting out their backoff (score: when due), whose
+                      priority boost a worker adds once they are due (runtime/arq_worker.py)
   workers             hash of live workers (heartbeats)
   webhooks            stream of jobs whose webhook is due
   sweeper             hash of the sweeper's counters (runtime/sweeper.py); sweeper:lock, one sweep at a time
+  search:{tenant}:n   counter numbering the tenant's indexed transcripts (jobs/search.py)
+  search:{tenant}:t:{term}   sorted set of the segments ("{number:x}.{n:x}") holding the term
+  search:{tenant}:jobs       hash: transcript number (hex) -> job id
+  search:doc:{id}     hash: a transcribe job's indexed segments (field n: [start, end, speaker, text]),
+                      tenant, number, terms
 ARQ's own keys for a job id (its definition, in-progress lease, try count, result, abort set) are named
 by arq.constants; we write them with our records so that a job and its queue entry change together.
 
@@ -47,6 +57,7 @@ JOB_PATTERN = PREFIX + "job:*"
 EVENTS_PATTERN = PREFIX + "events:*"
 MEDIA_PATTERN = PREFIX + "media:*"
 TENANT_INDEX_PATTERN = PREFIX + "jobs:*"
+BATCH_PATTERN = PREFIX + "batch:*"
 
 
 def job(job_id: str) -> str:
@@ -65,8 +76,20 @@ def media(media_id: str) -> str:
     return f"{PREFIX}media:{media_id}"
 
 
+def batch(batch_id: str) -> str:
+    return f"{PREFIX}batch:{batch_id}"
+
+
+def tenant_batches(tenant: str) -> str:
+    return f"{PREFIX}batches:{tenant}"
+
+
 def idempotency(tenant: str, key: str) -> str:
     return f"{PREFIX}idem:{tenant}:{key}"
+
+
+def voices(tenant: str) -> str:
+    return f"{PREFIX}voices:{tenant}"
 
 
 def stats(queue: str, outcome: str) -> str:
@@ -75,6 +98,26 @@ def stats(queue: str, outcome: str) -> str:
 
 def wake(queue: str) -> str:
     return f"{PREFIX}wake:{queue}"
+
+
+def search_counter(tenant: str) -> str:
+    return f"{PREFIX}search:{tenant}:n"
+
+
+def search_term(tenant: str, term: str) -> str:
+    return f"{PREFIX}search:{tenant}:t:{term}"
+
+
+def search_jobs(tenant: str) -> str:
+    return f"{PREFIX}search:{tenant}:jobs"
+
+
+def search_doc(job_id: str) -> str:
+    return f"{PREFIX}search:doc:{job_id}"
+
+
+def deferred(queue: str) -> str:
+    return f"{PREFIX}deferred:{queue}"
 
 
 def id_of(key: str | bytes) -> str:

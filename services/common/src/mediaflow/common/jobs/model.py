@@ -15,6 +15,8 @@ class JobType(StrEnum):
     compose = "compose"
     caption = "caption"
     probe = "probe"  # media metadata read by the compositor's worker
+    enroll = "enroll"  # a named voice print from a clip (speakers registry), on the transcriber
+    relabel = "relabel"  # a transcript's speakers renamed, its captions rewritten without ASR
 
 
 class JobState(StrEnum):
@@ -24,6 +26,15 @@ class JobState(StrEnum):
     failed = "failed"
     cancelling = "cancelling"
     cancelled = "cancelled"
+
+
+class Priority(StrEnum):
+    """Which queued work a worker takes first (jobs/queues.py `queue_score`: high overtakes normal work
+    that waited less than MEDIAFLOW_PRIORITY_AGING_SECONDS, and so on; nothing starves)."""
+
+    high = "high"
+    normal = "normal"
+    low = "low"
 
 
 TERMINAL = frozenset({JobState.succeeded, JobState.failed, JobState.cancelled})
@@ -70,6 +81,7 @@ class Job(BaseModel):
     stage: str = ""
     message: str = ""
     queue: str = ""
+    priority: Priority = Priority.normal
     attempt: int = 0
     max_attempts: int = 3
     created_at: datetime = Field(default_factory=utcnow)
@@ -84,6 +96,7 @@ class Job(BaseModel):
     parent_id: str | None = None
     children: list[str] = Field(default_factory=list)
     webhook_url: str | None = None  # notified (signed) when the job ends
+    batch_id: str | None = None  # the batch that made it (jobs/batches.py)
     # internal: never rendered to clients
     tenant: str = Field(default="default", exclude=True)
     traceparent: str | None = Field(default=None, exclude=True)

@@ -1,4 +1,5 @@
-"""Routing: which queue (worker pool) runs a job, its time limit, and its ARQ function name."""
+"""Queue policy: which queue (worker pool) runs a job, its time limit, its ARQ function name, the
+backoff of its retries, and its place in the queue (priority)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from ..settings import Settings
 from .keys import COMPOSE_HEAVY_QUEUE, COMPOSE_QUEUE, TRANSCRIBE_QUEUE
-from .model import JobType
+from .model import JobType, Priority
 
 # One ARQ function per job type; the worker pool that owns the queue registers it.
 FUNCTION_FOR_TYPE: dict[JobType, str] = {
@@ -16,6 +17,8 @@ FUNCTION_FOR_TYPE: dict[JobType, str] = {
     JobType.compose: "compose",
     JobType.caption: "caption",
     JobType.probe: "probe",
+    JobType.enroll: "enroll",
+    JobType.relabel: "relabel",
 }
 
 
@@ -32,7 +35,7 @@ def is_heavy(options: dict[str, Any], settings: Settings) -> bool:
 
 
 def queue_for(job_type: JobType, options: dict[str, Any], settings: Settings) -> str:
-    if job_type == JobType.transcribe:
+    if job_type in (JobType.transcribe, JobType.enroll, JobType.relabel):  # the speaker models live there
         return TRANSCRIBE_QUEUE
     if job_type == JobType.compose:
         return COMPOSE_HEAVY_QUEUE if is_heavy(options, settings) else COMPOSE_QUEUE
@@ -46,6 +49,8 @@ def timeout_for(job_type: JobType, settings: Settings) -> int:
         JobType.compose: settings.compose_timeout,
         JobType.caption: settings.transcribe_timeout + settings.compose_timeout,
         JobType.probe: settings.probe_timeout,
+        JobType.enroll: settings.probe_timeout,
+        JobType.relabel: settings.probe_timeout,
     }[job_type]
 
 
@@ -62,3 +67,47 @@ def retry_delay(
     if attempt <= 1:
         return round(ceiling, 1)
     return round(uniform(ceiling / 2, ceiling), 1)
+
+
+# ---- priority ------------------------------------------------------------------------------------
+# A queue is ARQ's sorted set: a worker takes the lowest scores that are <= now (ms). A job's score is
+# the time it became ready minus a boost of 2, 1 or 0 times B (high, normal, low; B =
+# MEDIAFLOW_PRIORITY_AGING_SECONDS): a high job goes before normal work that has waited less than B,
+# and normal work that has waited longer than B goes before any high job submitted now - waiting ages
+# work, so nothing starves (low work likewise, within 2B). No boost is negative, so a ready job's score
+# is never in the future and an idle worker starts even low work at once; only deferred jobs (retries
+# waiting out their backoff) have future scores, which is how /v1/queues tells them apart.
+# The score also carries the priority: a multiple of 4 plus the priority's rank (0 high, 1 normal,
+# 2 low), so whoever reads the queue knows when an entry became ready from its score alone.
+PRIORITY_AGING_DEFAULT: float = Settings.model_fields["priority_aging_seconds"].default
+RANKS: dict[Priority, int] = {Priority.high: 0, Priority.normal: 1, Priority.low: 2}
+_BY_RANK = {rank: priority for priority, rank in RANKS.items()}
+
+
+def boost_ms(priority: Priority, aging_s: float) -> int:
+    """How far (ms, a multiple of 4) the priority moves a job ahead of arrival order: (2 - rank) * B."""
+    return (2 - RANKS[priority]) * round(aging_s * 250) * 4
+
+
+def _at(ms: int, priority: Priority) -> int:
+    # 2..7 ms before `ms`: due already when the enqueue lands, even for a worker whose clock reads `ms`
+    return ms - ms % 4 - 4 + RANKS[priority]
+
+
+def queue_score(priority: Priority, ready_ms: int, aging_s: float) -> int:
+    """The queue score of a job of `priority` that is ready at `ready_ms` (ms since the epoch)."""
+    return _at(ready_ms - boost_ms(priority, aging_s), priority)
+
+
+def deferred_score(priority: Priority, due_ms: int) -> int:
+    """The score of a job waiting until `due_ms` (a retry's backoff): not boosted, or it would be due
+    before its time. Once it is due, the worker adds the boost (runtime/arq_worker.py, PROMOTE_SCRIPT)."""
+    return _at(due_ms, priority)
+
+
+def read_score(score: float, aging_s: float) -> tuple[Priority, float]:
+    """The priority of a ready queue entry and when it became ready (s since the epoch), from its score.
+    (A score we did not write reads as low priority, ready at its score.)"""
+    whole = int(score)
+    priority = _BY_RANK.get(whole % 4, Priority.low)
+    return priority, (whole - whole % 4 + 4 + boost_ms(priority, aging_s)) / 1000

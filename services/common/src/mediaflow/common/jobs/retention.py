@@ -18,8 +18,10 @@ from ..errors import Conflict, NotFound
 from ..settings import Settings
 from ..storage import Storage
 from . import keys
+from .batches import Batch, BatchStore, cancel_batch
 from .dispatch import Dispatcher
 from .model import Job, JobState, Media
+from .search import SearchIndex
 from .store import JobStore
 
 LIVE = frozenset({JobState.queued, JobState.running, JobState.cancelling})
@@ -119,12 +121,25 @@ async def remove_job(store: JobStore, storage: Storage, job: Job, *, if_unchange
     """Delete one job's keys, then its files; with `if_unchanged`, only if its record is still `job`."""
     if not await store.delete(job, if_unchanged=if_unchanged):
         return False
+    await SearchIndex(store).remove_job(job.id)  # after the record: a late index_transcript finds it gone
     await asyncio.to_thread(storage.delete_prefix, keys.job_files(job.id))
     # A caption parent's URL input is kept as media whose bytes are the parent's files: that record goes too.
     key, media_id = job.input.get("storage_key"), job.input.get("media_id")
     if isinstance(media_id, str) and isinstance(key, str) and key.startswith(keys.job_files(job.id) + "/"):
         await store.delete_media(media_id)
     return True
+
+
+async def delete_batch(dispatcher: Dispatcher, storage: Storage, batch: Batch) -> list[str]:
+    """Cancel the batch's live jobs (all at once, so their stops overlap), delete every job it made
+    with its files, then the batch record. Returns the job ids deleted."""
+    await cancel_batch(dispatcher, batch)
+    deleted: list[str] = []
+    for job in batch.jobs():
+        with contextlib.suppress(NotFound):  # deleted meanwhile
+            deleted += await delete_job(dispatcher, storage, job.id)
+    await BatchStore(dispatcher.redis).delete(batch)
+    return deleted
 
 
 # ---- media ---------------------------------------------------------------------------------------

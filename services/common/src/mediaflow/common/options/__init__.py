@@ -14,6 +14,8 @@ from pydantic import BaseModel, ValidationError
 from ..errors import InvalidInput
 from ..jobs.model import JobType
 from .compose import CaptionOptions, ComposeOptions, ProbeOptions
+from .languages import check_languages
+from .speakers import EnrollOptions, RelabelOptions
 from .transcribe import CaptionRules, TranscribeOptions
 
 OPTIONS_MODELS: dict[JobType, type[BaseModel]] = {
@@ -21,6 +23,8 @@ OPTIONS_MODELS: dict[JobType, type[BaseModel]] = {
     JobType.compose: ComposeOptions,
     JobType.caption: CaptionOptions,
     JobType.probe: ProbeOptions,
+    JobType.enroll: EnrollOptions,
+    JobType.relabel: RelabelOptions,
 }
 
 
@@ -45,7 +49,7 @@ def parse_options(job_type: JobType, options: dict[str, Any] | None) -> BaseMode
             detail={"errors": [{"loc": where, "msg": "numbers must be finite and within range"}]},
         )
     try:
-        return OPTIONS_MODELS[job_type].model_validate(options or {})
+        parsed = OPTIONS_MODELS[job_type].model_validate(options or {})
     except ValidationError as exc:
         errors = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
         first = errors[0] if errors else {"loc": "", "msg": "invalid"}
@@ -54,6 +58,8 @@ def parse_options(job_type: JobType, options: dict[str, Any] | None) -> BaseMode
             code="invalid_options",
             detail={"errors": errors},
         ) from None
+    check_languages(parsed)  # 422 unsupported_language
+    return parsed
 
 
 __all__ = [

@@ -34,6 +34,9 @@ class TranscribeOptions(BaseModel):
 
     language: str | None = Field(None, min_length=2, max_length=8)  # None = detect
     task: Literal["transcribe", "translate"] = "transcribe"
+    # a second language: the transcript's translation (transcript.json) and captions in it (docs/transcriber.md)
+    translate_to: str | None = Field(None, min_length=2, max_length=8)
+    bilingual: bool = False  # with translate_to: each caption cue in both languages, original first
     diarize: bool = False
     num_speakers: int | None = Field(None, ge=1, le=32)
     min_speakers: int | None = Field(None, ge=1, le=32)

@@ -3,6 +3,9 @@ module that touches ARQ's Worker and its private attributes (import-linter holds
 
 - Dispatch latency: instead of polling every 0.5 s, an idle worker blocks on a wake list that every
   enqueue pushes to (BLPOP), and polls only as a fallback (deferred jobs, lost wake-ups).
+- Order: a worker with a free slot always claims the best due jobs (the queue's lowest scores, which
+  carry the priority: jobs/queues.py), never a stale list read before its slots filled; a retry keeps
+  its priority once its backoff is over (PROMOTE_SCRIPT).
 - Claiming: one Lua script instead of ARQ's four round trips, and the in-progress key is a short
   lease (renewed by attempts.py).
 - Draining: on SIGTERM the worker stops picking jobs and waits `job_completion_wait`; a job still
@@ -39,7 +42,7 @@ from ..jobs import keys
 from ..jobs.dispatch import json_deserializer, json_serializer
 from ..jobs.family import Workflows
 from ..jobs.model import JobType
-from ..jobs.queues import FUNCTION_FOR_TYPE, timeout_for
+from ..jobs.queues import FUNCTION_FOR_TYPE, RANKS, boost_ms, deferred_score, read_score, timeout_for
 from ..jobs.store import Fence, JobStore
 from ..jobs.webhooks import WebhookDeliverer
 from ..settings import Settings
@@ -50,15 +53,49 @@ from .sweeper import sweeping
 
 log = logging.getLogger("mediaflow.worker")
 
-# Claim a queued job: it must still be on the queue and due, and no other worker may hold it. The lease
-# holds this claim's token, which fences every write of the attempt (store.py).
+# Claim the best due job: the lowest score up to now (ARGV[1], ms) on the queue (KEYS[1]) that no worker
+# holds - ARQ keeps a running job on its queue, so held ones are passed over (up to 1,024 of them).
+# The lease (ARGV[2] ms) holds this claim's token (ARGV[3]), which fences every write of the attempt
+# (store.py). The candidates are only known in here, so their keys are built from the prefixes in
+# ARGV[4..7] (`claim_args`), not passed as KEYS: fine on one Redis or Valkey (ARQ needs one anyway), not
+# on Redis Cluster. KEYS[2]: ARQ's abort set. Returns {id, score, record, definition, try, abort asked}.
 CLAIM_SCRIPT = """
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
-if not redis.call('SET', KEYS[1], ARGV[4], 'NX', 'PX', ARGV[3]) then return false end
-local try = redis.call('INCR', KEYS[5])
-redis.call('EXPIRE', KEYS[5], 88400)
-return {score, redis.call('GET', KEYS[3]), redis.call('GET', KEYS[4]), try, redis.call('ZREM', KEYS[6], ARGV[1])}
+for offset = 0, 960, 64 do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', offset, 64)
+  for _, id in ipairs(ids) do
+    if redis.call('SET', ARGV[4] .. id, ARGV[3], 'NX', 'PX', ARGV[2]) then
+      local try = redis.call('INCR', ARGV[7] .. id)
+      redis.call('EXPIRE', ARGV[7] .. id, 88400)
+      local score, record = redis.call('ZSCORE', KEYS[1], id), redis.call('GET', ARGV[5] .. id)
+      return {id, score, record, redis.call('GET', ARGV[6] .. id), try, redis.call('ZREM', KEYS[2], id)}
+    end
+  end
+  if #ids < 64 then return false end
+end
+return false
+"""
+
+
+def claim_args(now_ms: int, lease_ms: int, token: str) -> list[str | int]:
+    """CLAIM_SCRIPT's ARGV: the time, the lease, its token, and the prefixes of a job's keys."""
+    prefixes = (keys.arq_lease(""), keys.job(""), keys.arq_definition(""), keys.arq_tries(""))
+    return [now_ms, lease_ms, token, *prefixes]
+
+
+# A retry waits out its backoff scored when it is due, without its priority's boost (it would be due at
+# once), and listed in the queue's deferred index. Once due, it gets the boost (ARGV[2..4]: the boost of
+# priority rank 0, 1, 2 - the rank is the score's remainder mod 4, jobs/queues.py), so it keeps its
+# priority. An entry whose score changed meanwhile (cancelled, retried by hand) is left alone.
+PROMOTE_SCRIPT = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, 100)
+for i = 1, #due, 2 do
+  local score = tonumber(redis.call('ZSCORE', KEYS[1], due[i]))
+  if score and score == tonumber(due[i + 1]) then
+    redis.call('ZADD', KEYS[1], 'XX', score - (tonumber(ARGV[2 + score % 4]) or 0), due[i])
+  end
+  redis.call('ZREM', KEYS[2], due[i])
+end
+return #due / 2
 """
 
 
@@ -84,6 +121,9 @@ class MediaflowWorker(Worker):
         self._holding: set[str] = set()  # jobs claimed whose slot is not yet given back
         self.store = JobStore(Redis.from_url(settings.redis_url))  # connects on first use
         self._claim: AsyncScript = self.store.redis.register_script(CLAIM_SCRIPT)  # EVALSHA: not resent
+        self._promote: AsyncScript = self.store.redis.register_script(PROMOTE_SCRIPT)
+        aging = settings.priority_aging_seconds
+        self._boosts = [boost_ms(p, aging) for p in sorted(RANKS, key=RANKS.__getitem__)]
         self._webhooks: asyncio.Task[None] | None = None
         self.storage: Storage = open_storage(settings.storage_url)
         self.info: dict[str, Any] = {}
@@ -108,6 +148,9 @@ class MediaflowWorker(Worker):
             now = time.monotonic()
             if self.burst or now >= self._next_scan:
                 self._next_scan = now + self.settings.poll_delay
+                await self._promote(
+                    keys=[self.queue_name, keys.deferred(self.queue_name)], args=[now_ms(), *self._boosts]
+                )
                 await super()._poll_iteration()
                 await self._purge_stale_aborts()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -145,37 +188,26 @@ class MediaflowWorker(Worker):
             await asyncio.sleep(self.settings.poll_delay)
             return
         if woken:
-            # The token names the job just enqueued: claim it now instead of scanning the queue first.
-            await self.start_jobs([woken[1]])
+            # Work arrived. Which job runs is the queue's order (its priority), not the token's.
+            await self.start_jobs([])
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """ARQ's start_jobs with the claim done in one round trip (a Lua script) instead of four
-        (WATCH/EXISTS/ZSCORE/MULTI), and the in-progress key set as a short lease."""
+        """ARQ's start_jobs, claiming the best due jobs while slots are free, each in one round trip (a
+        Lua script) instead of four (WATCH/EXISTS/ZSCORE/MULTI), with the in-progress key set as a short
+        lease. `job_ids` (ARQ's read of the queue's head) are not used: unlike ARQ, it never waits for a
+        slot with them in hand, when a better job (a higher priority) may have come meanwhile."""
         lease_ms = int(self.settings.lease_seconds * 1000)
-        for job_id_b in job_ids:
-            await self.sem.acquire()
-            if self.job_counter >= self.max_jobs:
-                self.sem.release()
-                return
+        while self.job_counter < self.max_jobs:
+            await self.sem.acquire()  # free: the semaphore counts the same slots as job_counter
             self.job_counter += 1
-            job_id = job_id_b.decode()
             token = f"{self.worker_id}:{secrets.token_hex(6)}"
-            claimed = await self._claim(
-                keys=[
-                    keys.arq_lease(job_id),
-                    self.queue_name,
-                    keys.job(job_id),
-                    keys.arq_definition(job_id),
-                    keys.arq_tries(job_id),
-                    keys.ABORTS,
-                ],
-                args=[job_id, int(time.time() * 1000), lease_ms, token],
-            )
-            if not claimed:  # running elsewhere, finished, or deferred
+            claimed = await self._claim(keys=[self.queue_name, keys.ABORTS], args=claim_args(now_ms(), lease_ms, token))
+            if not claimed:  # nothing due that no worker holds
                 self.job_counter -= 1
                 self.sem.release()
-                continue
-            score, record, payload, job_try, aborted = claimed
+                return
+            job_id_b, score, record, payload, job_try, aborted = claimed
+            job_id = job_id_b.decode()
             self._holding.add(job_id)
             metrics.BUSY_SLOTS.labels(self.queue_name).set(len(self._holding))
             self.leases[job_id] = token
@@ -200,7 +232,12 @@ class MediaflowWorker(Worker):
             self.free_slot(job_id)
         if outcome is not None:
             finish, incr_score = outcome
-            await _unless_cancelled(self.finish_job(job_id, finish, None, None, False, incr_score, None))
+            await _unless_cancelled(self._finish(job_id, finish, score, incr_score))
+
+    async def _finish(self, job_id: str, finish: bool, score: int, incr_score: int | None) -> None:
+        await self.finish_job(job_id, finish, None, None, False, incr_score, None)
+        if not finish and incr_score:  # a retry: its priority's boost is added once it is due (PROMOTE_SCRIPT)
+            await self.pool.zadd(keys.deferred(self.queue_name), {job_id: score + incr_score})
 
     async def _execute(
         self, job_id: str, score: int, payload: bytes | None, job_try: int, aborted: bool
@@ -216,8 +253,9 @@ class MediaflowWorker(Worker):
             log.warning("job %s: no function %r on this worker", job_id, data["f"])
             self.jobs_failed += 1
             return True, None
-        # the score is when the job became due (enqueue time, or the end of a retry's delay)
-        waited = max(0.0, time.time() - score / 1000)
+        # the score says when the job became due (enqueue time, or the end of a retry's delay) and its priority
+        priority, ready = read_score(score, self.settings.priority_aging_seconds)
+        waited = max(0.0, time.time() - ready)
         metrics.QUEUE_WAIT.labels(self.queue_name, self._type_of_function.get(data["f"], "")).observe(waited)
         ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "score": score}
         task = self.loop.create_task(function.coroutine(ctx, *data["a"], **data["k"]))
@@ -226,7 +264,8 @@ class MediaflowWorker(Worker):
             outcome = await asyncio.wait_for(task, function.timeout_s)
             if isinstance(outcome, RetryIn):
                 self.jobs_retried += 1
-                return False, int(outcome.seconds * 1000) + (int(time.time() * 1000) - score)
+                due = deferred_score(priority, now_ms() + int(outcome.seconds * 1000))
+                return False, due - score
             self.jobs_complete += 1
             if outcome is True:
                 return None
@@ -321,6 +360,10 @@ class MediaflowWorker(Worker):
         for client in (self._wake_redis, self.store.redis):
             if client is not None:
                 await client.aclose()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 async def _unless_cancelled(bookkeeping: Awaitable[Any]) -> None:

@@ -9,8 +9,8 @@ A sweep (every `MEDIAFLOW_SWEEP_INTERVAL_SECONDS`) walks the job records with SC
 - recovers jobs whose worker is gone: `running` with no lease (ARQ's in-progress key) and not on its
   queue, so no worker would ever claim it again: enqueued again as a retry is, or failed
   `max_attempts_exceeded` when it has no attempt left (a `cancelling` one ends `cancelled`);
-- removes orphans: event streams and tenant-index entries without a record, and storage folders
-  `jobs/{id}`, `media/{id}` without one.
+- removes orphans: event streams and tenant-index entries without a record, storage folders
+  `jobs/{id}`, `media/{id}` without one, and batch records whose jobs have all gone.
 Every step is idempotent and every record write is a compare-and-set against the record as scanned,
 so two sweeps at once (a lock that expired mid-sweep) do no harm. Counts go to the hash `mediaflow:sweeper`
 (read by the gateway's /metrics). docs/operations.md, "The sweeper", is the operator's side.
@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 
 from ..errors import MediaflowError
 from ..jobs import keys
+from ..jobs.batches import BatchStore
 from ..jobs.dispatch import Dispatcher
 from ..jobs.family import Workflows, child_ended, settle_cancelled_parent
 from ..jobs.model import Job, JobError, JobState, utcnow
@@ -76,6 +77,7 @@ class SweepCounts:
     orphan_streams: int = 0
     orphan_index_entries: int = 0
     orphan_files: int = 0
+    batches_expired: int = 0  # batch records whose jobs had all gone (expired or deleted)
 
 
 class SweeperHost(Protocol):
@@ -107,7 +109,9 @@ class Sweeper:
     def __init__(self, store: JobStore, storage: Storage, settings: Settings, workflows: Workflows, owner: str) -> None:
         self.store, self.storage, self.settings, self.workflows, self.owner = store, storage, settings, workflows, owner
         self.redis: Redis = store.redis
-        self.dispatcher = Dispatcher(store.redis, max_tries=settings.max_tries)
+        self.dispatcher = Dispatcher(
+            store.redis, max_tries=settings.max_tries, priority_aging_seconds=settings.priority_aging_seconds
+        )
         self._renew = store.redis.register_script(RENEW_SCRIPT)
 
     @property
@@ -152,6 +156,7 @@ class Sweeper:
         await self._media(referenced, now, counts)
         await self._orphan_streams(counts)
         await self._orphan_index_entries(counts)
+        await self._empty_batches(now, counts)
         if files:
             await self._orphan_files(now, counts)
         if any(dataclasses.astuple(counts)):
@@ -274,6 +279,16 @@ class Sweeper:
                     counts.orphan_index_entries += await self._drop_missing(index, batch)
                     batch = []
             counts.orphan_index_entries += await self._drop_missing(index, batch)
+
+    async def _empty_batches(self, now: float, counts: SweepCounts) -> None:
+        batches = BatchStore(self.redis)
+        for batch in await batches.scan():
+            if now - batch.created_at.timestamp() < ORPHAN_GRACE_S:
+                continue  # its jobs may still be on their way (written in the same transaction, but be safe)
+            ids = [item.job_id for item in batch.items]
+            if not ids or not await self.store.existing(keys.job, ids):
+                await batches.delete(batch)
+                counts.batches_expired += 1
 
     async def _drop_missing(self, index: bytes | str, ids: list[str]) -> int:
         gone = set(ids) - await self.store.existing(keys.job, ids)

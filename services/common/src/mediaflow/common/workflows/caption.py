@@ -105,12 +105,12 @@ async def run_caption(ctx: JobContext) -> dict[str, Any]:
         with ctx.stage("fetch"):
             await fetch_url_input(ctx)
     await ctx.progress(0.0, "transcribe", "transcription queued", force=True)
-    child = await start_caption(ctx.job, ctx.store)
+    child = await start_caption(ctx.job, ctx.store, ctx.settings)
     await ctx.log(f"transcribe step {child.id} queued")
     return DETACHED
 
 
-async def start_caption(parent: Job, store: JobStore) -> Job:
+async def start_caption(parent: Job, store: JobStore, settings: Settings) -> Job:
     """Create and enqueue the transcribe child of a caption parent (once: a retried parent whose
     transcription already exists reuses it)."""
     options = _caption_options(parent)
@@ -130,7 +130,7 @@ async def start_caption(parent: Job, store: JobStore) -> Job:
         traceparent=parent.traceparent,
         max_attempts=parent.max_attempts,
     )
-    await Dispatcher(store.redis).submit_child(parent.id, child)
+    await Dispatcher(store.redis, priority_aging_seconds=settings.priority_aging_seconds).submit_child(parent.id, child)
     return child
 
 
@@ -193,7 +193,9 @@ async def _start_compose(store: JobStore, settings: Settings, parent: Job, trans
         max_attempts=parent.max_attempts,
     )
     try:
-        await Dispatcher(store.redis).submit_child(parent.id, child)
+        await Dispatcher(store.redis, priority_aging_seconds=settings.priority_aging_seconds).submit_child(
+            parent.id, child
+        )
     except Conflict:
         await settle_cancelled_parent(store, parent.id)
 

@@ -84,7 +84,7 @@ def build_cues(
     last_speaker: str | None = None
 
     def label_for(speaker: str | None) -> str:
-        return f"{speaker}:" if rules.speaker_labels and speaker else ""
+        return f"{transcript.speaker_display(speaker)}:" if rules.speaker_labels and speaker else ""
 
     def tokens(ws: list[Word], label: str) -> list[str]:
         return ([label] if label else []) + [w.text for w in ws]

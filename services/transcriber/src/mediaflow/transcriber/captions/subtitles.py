@@ -34,8 +34,16 @@ def to_srt(cues: list[Cue]) -> str:
     return write_subtitles(((c.start, c.end, c.lines) for c in cues), "srt")
 
 
+def _voice_lines(cue: Cue) -> list[str]:
+    """A labelled WebVTT cue also names its speaker with a voice span (`<v Diane>Diane: …`): the span
+    for programs, the visible prefix for players (browsers do not show voice names)."""
+    if not cue.label or not cue.lines:
+        return cue.lines
+    return [f"<v {cue.label.removesuffix(':')}>{cue.lines[0]}", *cue.lines[1:]]
+
+
 def to_vtt(cues: list[Cue]) -> str:
-    return write_subtitles(((c.start, c.end, c.lines) for c in cues), "vtt")
+    return write_subtitles(((c.start, c.end, _voice_lines(c)) for c in cues), "vtt")
 
 
 def _karaoke_text(cue: Cue) -> str:
@@ -49,7 +57,7 @@ def _karaoke_text(cue: Cue) -> str:
         if line_no and parts:
             parts.append(r"\N")
         for n, token in enumerate(tokens):
-            if cue.label and line_no == 0 and n == 0:
+            if cue.label and line_no == 0 and n < len(cue.label.split(" ")):  # a name may hold spaces
                 parts.append(token + " ")
                 continue
             word = next(words, None)

@@ -26,7 +26,17 @@ def to_txt(transcript: Transcript) -> str:
             if not paragraphs or paragraphs[-1][0] != speaker:
                 paragraphs.append((speaker, []))
             paragraphs[-1][1].append(text)
-    return "\n\n".join(f"{sp}: {' '.join(t)}" if sp else " ".join(t) for sp, t in paragraphs) + "\n"
+    return (
+        "\n\n".join(f"{transcript.speaker_display(sp)}: {' '.join(t)}" if sp else " ".join(t) for sp, t in paragraphs)
+        + "\n"
+    )
+
+
+def to_speakers(transcript: Transcript) -> str:
+    """speakers.json: each diarized speaker's name (when known), similarity, speech seconds and voice
+    print (unit-normalised speaker embedding), what `POST /v1/speakers` enrolls from."""
+    voices = [{**v.model_dump(mode="json"), "embedding": [round(x, 6) for x in v.embedding]} for v in transcript.voices]
+    return json.dumps({"speakers": voices}, ensure_ascii=False, indent=1)
 
 
 def to_rttm(transcript: Transcript, uri: str = "media") -> str:
