@@ -306,3 +306,18 @@ async def test_batch_partial_success(client, media, redis):
     assert_problem(await client.post("/v1/batches", headers=ALICE, json=empty), 422, "batch_empty")
     too_many = await client.post("/v1/batches", headers=ALICE, json={"items": items[:1] * 501, "template": template})
     assert_problem(too_many, 413, "batch_too_large")
+
+
+async def test_media_list_pages_newest_first_per_tenant(client, media, redis):
+    ids = [(await upload(client, media / "jfk.flac", name=f"clip-{i}.flac")).json()["id"] for i in range(3)]
+    first = (await client.get("/v1/media", headers=ALICE, params={"limit": 2})).json()
+    assert [m["id"] for m in first["media"]] == ids[::-1][:2] and first["next_cursor"] == ids[1]
+    assert first["media"][0]["filename"] == "clip-2.flac" and "key" not in first["media"][0]
+    rest = (await client.get("/v1/media", headers=ALICE, params={"limit": 2, "cursor": first["next_cursor"]})).json()
+    assert [m["id"] for m in rest["media"]] == [ids[0]] and rest["next_cursor"] is None
+    assert (await client.get("/v1/media", headers=BOB)).json() == {"media": [], "next_cursor": None}
+    assert (await client.delete(f"/v1/media/{ids[1]}", headers=ALICE)).status_code == 204
+    assert [m["id"] for m in (await client.get("/v1/media", headers=ALICE)).json()["media"]] == [ids[2], ids[0]]
+    assert not await redis.zscore("mediaflow:uploads:alice", ids[1])
+    bad = await client.get("/v1/media", headers=ALICE, params={"cursor": "nope"})
+    assert_problem(bad, 422, "invalid_cursor")

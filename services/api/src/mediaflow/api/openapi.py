@@ -59,6 +59,7 @@ JOB_LINKS = {
 PARAMETER_PATTERNS = {
     ("/v1/jobs", "get", "cursor"): r"^j_[0-9a-z]{26}$",
     ("/v1/batches", "get", "cursor"): r"^b_[0-9a-z]{26}$",
+    ("/v1/media", "get", "cursor"): r"^m_[0-9a-z]{26}$",
 }
 
 

@@ -1,11 +1,13 @@
-"""`POST /v1/media`: streamed upload into storage, sniffed with PyAV, described by the compositor."""
+"""Media: `POST /v1/media` (streamed upload into storage, sniffed with PyAV, described by the compositor),
+list, get, content, delete."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from mediaflow.common.errors import MediaflowError
@@ -17,11 +19,12 @@ from mediaflow.common.probe import probe_file
 
 from .artifacts import artifact_response
 from .auth import require_tenant
-from .problems import problem_responses
+from .problems import Problem, problem_responses
 from .services import Services, services
 from .upload import move_into_storage, receive_upload, temp_dir_for
 
 router = APIRouter(prefix="/v1/media", tags=["media"])
+MEDIA_ID = re.compile(r"^m_[0-9a-z]{26}$")
 
 
 class MediaResource(BaseModel):
@@ -108,6 +111,26 @@ async def upload_media(
         raise
     svc.metrics.uploads.inc(size)
     return media_resource(media)
+
+
+class MediaList(BaseModel):
+    media: list[MediaResource]
+    next_cursor: str | None
+
+
+@router.get(
+    "", response_model=MediaList, responses=problem_responses(401, 422), summary="List media, newest first (cursor)"
+)
+async def list_media(
+    tenant: str = Depends(require_tenant),
+    svc: Services = Depends(services),
+    limit: int = Query(50, ge=1, le=200),
+    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+) -> dict[str, Any]:
+    if cursor is not None and not MEDIA_ID.match(cursor):
+        raise Problem(422, "invalid_cursor", "cursor must be the next_cursor of a previous page")
+    found, next_cursor = await svc.store.list_media(tenant, limit, cursor)
+    return {"media": [media_resource(m) for m in found], "next_cursor": next_cursor}
 
 
 @router.get(

@@ -6,7 +6,7 @@ import { $, el, fmtBytes, showError } from "./ui.js";
 
 const KINDS = ["video", "image", "intro", "outro", "transition"];
 const POSITIONS = ["top-right", "top-left", "bottom-right", "bottom-left", "center"];
-const catalogue = new Map();  // media id -> media record the tenant uploaded (this tab's and recent jobs' inputs)
+const catalogue = new Map();  // media id -> media record the tenant uploaded
 let rows = [];  // {li, uid, fields: {kind, media, start, end, duration, title}, problem}
 let uid = 0;
 
@@ -41,20 +41,10 @@ function refreshMediaSelects() {
   mediaOptions($("#compose-logo"), { none: "none" });
 }
 
-/** What this tenant has uploaded: the inputs of its recent jobs (and their timelines), and this tab's uploads. */
+/** What this tenant has uploaded (GET /v1/media, the newest 200), and this tab's uploads. */
 async function loadCatalogue() {
-  const page = await api("v1/jobs?limit=100");
-  const ids = new Set();
-  for (const job of page.jobs) {
-    if (job.input?.media_id) ids.add(job.input.media_id);
-    for (const item of job.options?.items || []) {
-      if (item.media_id) ids.add(item.media_id);
-      if (item.logo?.media_id) ids.add(item.logo.media_id);
-    }
-  }
-  const missing = [...ids].filter((id) => !catalogue.has(id)).slice(0, 50);
-  const records = await Promise.all(missing.map((id) => api(`v1/media/${encodeURIComponent(id)}`).catch(() => null)));
-  for (const m of records) if (m) catalogue.set(m.id, m);
+  const page = await api("v1/media?limit=200");
+  for (const m of page.media) catalogue.set(m.id, m);
   refreshMediaSelects();
 }
 

@@ -291,7 +291,21 @@ class JobStore:
 
     # ---- media ------------------------------------------------------------------------------
     async def put_media(self, media: Media) -> None:
-        await self.redis.set(keys.media(media.id), media.internal_json())
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.media(media.id), media.internal_json())
+            pipe.zadd(keys.tenant_media(media.tenant), {media.id: 0})
+            await pipe.execute()
+
+    async def list_media(
+        self, tenant: str, limit: int = 50, cursor: str | None = None
+    ) -> tuple[builtins.list[Media], str | None]:
+        """The tenant's media, newest first; the cursor is the last id of the previous page."""
+        upper = f"({cursor}" if cursor else "+"
+        ids = await self.redis.zrevrangebylex(keys.tenant_media(tenant), upper, "-", start=0, num=limit + 1)
+        ids = [i.decode() if isinstance(i, bytes) else i for i in ids]
+        raws = await self.redis.mget([keys.media(i) for i in ids[:limit]]) if ids else []
+        found = [Media.model_validate_json(raw) for raw in raws if raw is not None]
+        return found, (ids[limit - 1] if len(ids) > limit else None)
 
     async def get_media(self, media_id: str, tenant: str | None = None) -> Media:
         raw = await self.redis.get(keys.media(media_id))
@@ -330,7 +344,14 @@ class JobStore:
 
     async def delete_media(self, media_id: str) -> bool:
         """False: there was no such record."""
-        return bool(await self.redis.delete(keys.media(media_id)))
+        raw = await self.redis.get(keys.media(media_id))
+        if raw is None:
+            return False
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.media(media_id))
+            pipe.zrem(keys.tenant_media(Media.model_validate_json(raw).tenant), media_id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
 
     async def scan_ids(self, pattern: str, batch: int = SCAN_BATCH) -> AsyncIterator[builtins.list[str]]:
         """The ids of the keys matching `pattern` (keys.JOB_PATTERN, ...), in batches (bounded memory;

@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -270,15 +270,17 @@ class Sweeper:
                 counts.orphan_streams += await self.redis.delete(*(keys.events(i) for i in gone))
 
     async def _orphan_index_entries(self, counts: SweepCounts) -> None:
-        indexes = [k async for k in self.redis.scan_iter(match=keys.TENANT_INDEX_PATTERN, count=SCAN_BATCH)]
-        for index in indexes:
-            batch: list[str] = []
-            async for member, _score in self.redis.zscan_iter(index, count=SCAN_BATCH):
-                batch.append(member.decode() if isinstance(member, bytes) else member)
-                if len(batch) >= SCAN_BATCH:
-                    counts.orphan_index_entries += await self._drop_missing(index, batch)
-                    batch = []
-            counts.orphan_index_entries += await self._drop_missing(index, batch)
+        """Ids in the tenants' job and media indexes whose record is gone."""
+        for pattern, key_of in ((keys.TENANT_INDEX_PATTERN, keys.job), (keys.MEDIA_INDEX_PATTERN, keys.media)):
+            indexes = [k async for k in self.redis.scan_iter(match=pattern, count=SCAN_BATCH)]
+            for index in indexes:
+                batch: list[str] = []
+                async for member, _score in self.redis.zscan_iter(index, count=SCAN_BATCH):
+                    batch.append(member.decode() if isinstance(member, bytes) else member)
+                    if len(batch) >= SCAN_BATCH:
+                        counts.orphan_index_entries += await self._drop_missing(index, batch, key_of)
+                        batch = []
+                counts.orphan_index_entries += await self._drop_missing(index, batch, key_of)
 
     async def _empty_batches(self, now: float, counts: SweepCounts) -> None:
         batches = BatchStore(self.redis)
@@ -290,8 +292,8 @@ class Sweeper:
                 await batches.delete(batch)
                 counts.batches_expired += 1
 
-    async def _drop_missing(self, index: bytes | str, ids: list[str]) -> int:
-        gone = set(ids) - await self.store.existing(keys.job, ids)
+    async def _drop_missing(self, index: bytes | str, ids: list[str], key_of: Callable[[str], str]) -> int:
+        gone = set(ids) - await self.store.existing(key_of, ids)
         return int(await self.redis.zrem(index, *gone)) if gone else 0
 
     async def _orphan_files(self, now: float, counts: SweepCounts) -> None:
