@@ -5,6 +5,7 @@ Redis (all ours under `mediaflow:`):
   jobs:{tenant}       sorted set of job ids (score 0, ordered by id = ULID = creation time) for paging
   events:{id}         stream of `state` / `progress` / `log` events; stream ids are the SSE ids
   media:{id}          JSON media record
+  uploads:{tenant}    sorted set of media ids (score 0, ordered by id) for paging
   batch:{id}          JSON batch record (its template and the ids of its jobs)
   batches:{tenant}    sorted set of batch ids (score 0, ordered by id) for paging
   idem:{tenant}:{k}   Idempotency-Key -> "<job id> <request fingerprint>" (24 h)
@@ -57,6 +58,7 @@ JOB_PATTERN = PREFIX + "job:*"
 EVENTS_PATTERN = PREFIX + "events:*"
 MEDIA_PATTERN = PREFIX + "media:*"
 TENANT_INDEX_PATTERN = PREFIX + "jobs:*"
+MEDIA_INDEX_PATTERN = PREFIX + "uploads:*"
 BATCH_PATTERN = PREFIX + "batch:*"
 
 
@@ -82,6 +84,10 @@ def batch(batch_id: str) -> str:
 
 def tenant_batches(tenant: str) -> str:
     return f"{PREFIX}batches:{tenant}"
+
+
+def tenant_media(tenant: str) -> str:
+    return f"{PREFIX}uploads:{tenant}"
 
 
 def idempotency(tenant: str, key: str) -> str:
