@@ -80,7 +80,6 @@ class BatchRejected(BaseModel):
 
 class BatchCreated(BaseModel):
     id: str
-    total: int
     accepted: list[BatchAccepted]
     rejected: list[BatchRejected]
 
@@ -130,8 +129,8 @@ def _check_template(template: dict[str, Any]) -> JobType:
                 "invalid_template",
                 'a compose template names its one per-item clip as a timeline item with "item": true',
             )
-    else:
-        parse_options(job_type, raw)
+        raw = _job_body(template, job_type, {"media_id": "m_item"})["options"]  # its shape, with a stand-in clip
+    parse_options(job_type, raw)
     return job_type
 
 
@@ -169,6 +168,8 @@ async def submit_batch(
     limit = svc.settings.max_batch_jobs
     job_type = _check_template(body.template)
     sources: list[Any] = list(body.items)
+    if len(sources) > limit:
+        raise Problem(413, "batch_too_large", f"a batch holds at most {limit} items", limit=limit)
     if body.directory is not None:
         paths = await asyncio.to_thread(
             allowed_directory_files,
@@ -215,7 +216,6 @@ async def submit_batch(
         svc.metrics.jobs_submitted.labels(job.type.value).inc()
     created = {
         "id": batch.id,
-        "total": len(sources),
         "accepted": [{"index": item.index, "job_id": item.job_id} for item in batch.items],
         "rejected": batch.rejected,
     }
@@ -323,11 +323,10 @@ async def batch_events(svc: Services, batch: Batch) -> AsyncIterator[ServerSentE
     try:
         while current["state"] not in ENDED:
             await asyncio.sleep(POLL_S)
-            try:
-                current = (await store.get(batch.id)).public()
-            except NotFound:
+            if not await store.exists(batch.id):
                 yield event("deleted", {"id": batch.id})
                 return
+            current = (await store.with_jobs(batch)).public()
             for item in current["items"]:
                 if seen.get(item["index"]) != item:
                     seen[item["index"]] = item

@@ -402,12 +402,13 @@ def run_batch(
         except KeyboardInterrupt:
             cancel_and_exit(client, batch_id)
     dest = out_dir if out_dir is not None else Path("out") / batch_id
+    stems = [Path(name).stem for name in names]
     table = Table("file", "state", "job", "artifacts", title=f"batch {batch_id}: {final['state']} → {dest}")
     for item in final["items"]:
-        name = names[item["index"]]
+        name, stem = names[item["index"]], stems[item["index"]]
         where = ""
-        if item["state"] == "succeeded":
-            where = str(dest / Path(name).stem)
+        if item["state"] == "succeeded":  # talk.mp4 and talk.wav (or a/talk.mp4, b/talk.mp4) must not share a folder
+            where = str(dest / (stem if stems.count(stem) == 1 else f"{stem}-{item['index'] + 1}"))
             download_artifacts(client, client.job(item["job_id"]), Path(where))
         elif item.get("error"):
             where = f"{item['error']['code']}: {item['error']['message']}"

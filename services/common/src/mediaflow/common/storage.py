@@ -7,6 +7,7 @@ moved into place, so a reader (or a retried job) never sees a half-written objec
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
 import shutil
 import tempfile
@@ -17,6 +18,8 @@ from typing import IO, Protocol
 from urllib.parse import urlparse
 
 from .errors import InvalidInput, NotFound
+
+MAX_WALK = 100_000  # directory entries a batch's directory walk may look at
 
 
 def check_key(key: str) -> str:
@@ -53,37 +56,66 @@ def allowed_path(raw: str | Path, roots: list[Path]) -> Path:
 
 
 def allowed_directory_files(raw: str, pattern: str, roots: list[Path], limit: int) -> list[Path]:
-    """The files matching `pattern` (a relative glob; `**` recurses) in a directory under one of
-    `roots`, sorted by path; each is still checked with allowed_path by whoever opens it. More than
-    `limit` matches is an error (413 batch_too_large), never a silent cut."""
+    """The files of a directory under one of `roots` whose name matches `pattern`: `*.mp4` (this
+    directory) or `**/*.mp4` (and every folder below), sorted. The walk never follows a symlinked
+    folder, skips a file that resolves outside the root, and stops at `limit` + 1 matches (413
+    batch_too_large: never a silent cut) or after MAX_WALK entries (422 directory_too_large); each
+    file is checked again with allowed_path by whoever opens it."""
     from .errors import MediaflowError
 
-    directory = Path(raw)
-    if not roots:
-        raise MediaflowError(
-            "server paths are disabled (no allowed roots are configured)", code="path_not_allowed", status=403
+    def refuse(why: str) -> MediaflowError:
+        return MediaflowError(why, code="path_not_allowed", status=403)
+
+    recursive = pattern.startswith("**/")
+    name_pattern = pattern.removeprefix("**/")
+    if not name_pattern or "/" in name_pattern or "\x00" in name_pattern or name_pattern in (".", ".."):
+        raise InvalidInput(
+            'glob is a file-name pattern, e.g. "*.mp4", or "**/*.mp4" for every folder below', code="invalid_glob"
         )
-    if not directory.is_absolute() or ".." in directory.parts or "\x00" in raw:
-        raise MediaflowError("the directory must be an absolute path without '..'", code="path_not_allowed", status=403)
-    resolved = Path(os.path.realpath(directory))
-    if not any(resolved.is_relative_to(os.path.realpath(root)) for root in roots):
-        raise MediaflowError("the directory is outside the allowed roots", code="path_not_allowed", status=403)
-    if not resolved.is_dir():
-        raise NotFound("no directory at that path", code="path_not_found")
-    if not pattern or pattern.startswith("/") or ".." in Path(pattern).parts or "\x00" in pattern:
-        raise InvalidInput("glob must be a relative pattern without '..', e.g. *.mp4 or **/*.wav", code="invalid_glob")
-    found: list[Path] = []
-    for path in sorted(resolved.glob(pattern)):
-        if path.is_file():
-            found.append(path)
-            if len(found) > limit:
+    if not roots:
+        raise refuse("server paths are disabled (no allowed roots are configured)")
+    directory = Path(raw)
+    if "\x00" in raw or not directory.is_absolute() or ".." in directory.parts:
+        raise refuse("the directory must be an absolute path without '..'")
+    try:
+        resolved = Path(os.path.realpath(directory))
+        root = next((Path(os.path.realpath(r)) for r in roots if resolved.is_relative_to(os.path.realpath(r))), None)
+        if root is None:
+            raise refuse("the directory is outside the allowed roots")
+        if not resolved.is_dir():
+            raise NotFound("no directory at that path", code="path_not_found")
+        found: list[Path] = []
+        seen = 0
+        for folder, subfolders, files in os.walk(resolved, followlinks=False):
+            subfolders.sort()
+            if not recursive:
+                subfolders.clear()
+            seen += 1 + len(files)
+            if seen > MAX_WALK:
                 raise MediaflowError(
-                    f"the directory holds more than {limit} matching files (a batch holds at most {limit})",
-                    code="batch_too_large",
-                    status=413,
-                    detail={"limit": limit},
+                    f"the directory holds more than {MAX_WALK} entries; name a smaller one",
+                    code="directory_too_large",
+                    status=422,
                 )
-    return found
+            for name in files:
+                if not fnmatch.fnmatchcase(name, name_pattern):
+                    continue
+                path = Path(folder) / name
+                if not path.is_file() or not Path(os.path.realpath(path)).is_relative_to(root):
+                    continue  # a link to something that is no file, or to outside the root
+                found.append(path)
+                if len(found) > limit:
+                    raise MediaflowError(
+                        f"the directory holds more than {limit} matching files (a batch holds at most {limit})",
+                        code="batch_too_large",
+                        status=413,
+                        detail={"limit": limit},
+                    )
+    except OSError as exc:  # e.g. ENAMETOOLONG, EACCES
+        raise MediaflowError(
+            f"the directory cannot be read: {exc.strerror or type(exc).__name__}", code="invalid_path", status=422
+        ) from None
+    return sorted(found)
 
 
 class Storage(Protocol):

@@ -23,9 +23,9 @@ from . import keys
 from .dispatch import Dispatcher
 from .model import Job, JobState, utcnow
 
+GONE = "deleted"  # an item whose job was deleted or expired on its own (or a batch with no job left)
 # The state of an ended batch: every item succeeded / failed / was cancelled, or a mix (partial).
-ENDED = ("succeeded", "failed", "cancelled", "partial")
-GONE = "deleted"  # an item whose job was deleted or expired on its own
+ENDED = ("succeeded", "failed", "cancelled", "partial", GONE)
 
 
 class BatchItem(BaseModel):
@@ -112,11 +112,19 @@ class BatchStore:
         return await self.with_jobs(batch)
 
     async def with_jobs(self, batch: Batch) -> Batch:
-        """Read the batch's jobs as they are now (one MGET)."""
+        """Read the batch's jobs as they are now (one MGET; only records that changed since the last
+        read are parsed again, so a follower polling a large batch costs little while it waits)."""
         ids = [item.job_id for item in batch.items]
         raws = await self.redis.mget([keys.job(i) for i in ids]) if ids else []
-        batch._jobs = {i: Job.from_stored(raw) if raw is not None else None for i, raw in zip(ids, raws, strict=True)}
+        known = batch._jobs
+        batch._jobs = {
+            i: None if raw is None else job if (job := known.get(i)) and job._stored == raw else Job.from_stored(raw)
+            for i, raw in zip(ids, raws, strict=True)
+        }
         return batch
+
+    async def exists(self, batch_id: str) -> bool:
+        return bool(await self.redis.exists(keys.batch(batch_id)))
 
     async def page(self, tenant: str, limit: int = 50, cursor: str | None = None) -> tuple[list[Batch], str | None]:
         """Newest first; the cursor is the last id of the previous page (ids sort by time)."""

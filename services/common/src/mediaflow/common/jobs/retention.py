@@ -130,15 +130,23 @@ async def remove_job(store: JobStore, storage: Storage, job: Job, *, if_unchange
     return True
 
 
-async def delete_batch(dispatcher: Dispatcher, storage: Storage, batch: Batch) -> list[str]:
-    """Cancel the batch's live jobs (all at once, so their stops overlap), delete every job it made
-    with its files, then the batch record. Returns the job ids deleted."""
+async def delete_batch(
+    dispatcher: Dispatcher, storage: Storage, batch: Batch, wait: float = DELETE_WAIT_S
+) -> list[str]:
+    """Cancel the batch's live jobs, wait up to `wait` s in all for them to stop (one deadline for the
+    whole batch, not one per job), delete every job it made with its files, then the batch record.
+    Returns the job ids deleted."""
     await cancel_batch(dispatcher, batch)
+    batches = BatchStore(dispatcher.redis)
+    deadline = time.monotonic() + wait
+    while any(not job.terminal for job in batch.jobs()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        await batches.with_jobs(batch)
     deleted: list[str] = []
     for job in batch.jobs():
         with contextlib.suppress(NotFound):  # deleted meanwhile
-            deleted += await delete_job(dispatcher, storage, job.id)
-    await BatchStore(dispatcher.redis).delete(batch)
+            deleted += await delete_job(dispatcher, storage, job.id, wait=0)
+    await batches.delete(batch)
     return deleted
 
 
