@@ -130,10 +130,13 @@ async def test_languages_nobody_serves_are_problems(client, media):
         assert_problem(response, 422, "unsupported_language")
     caption = {"type": "caption", "input": source, "options": {"transcribe": {"language": "zz"}}}
     assert_problem(await client.post("/v1/jobs", json=caption, headers=ALICE), 422, "unsupported_language")
-    # A real code no configured backend translates into (only Whisper's X -> English is here): the
-    # worker fails the job, before decoding, with the same code.
-    job = await run_job(client, source, {"translate_to": "fr"})
-    assert job["state"] == "failed" and job["error"]["code"] == "unsupported_language", job
+    # A real code no configured backend translates into (only Whisper's X -> English is here): refused
+    # at submit, as a caption's transcribe options too.
+    body = {"type": "transcribe", "input": source, "options": {"translate_to": "fr"}}
+    refused = assert_problem(await client.post("/v1/jobs", json=body, headers=ALICE), 422, "unsupported_language")
+    assert "MEDIAFLOW_TRANSLATION_MODEL" in refused["detail"]
+    caption = {"type": "caption", "input": source, "options": {"transcribe": {"translate_to": "fr"}}}
+    assert_problem(await client.post("/v1/jobs", json=caption, headers=ALICE), 422, "unsupported_language")
 
 
 def test_the_submit_check_knows_whisper_s_languages():

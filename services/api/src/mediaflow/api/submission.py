@@ -131,6 +131,19 @@ async def _check_option_media(options: dict[str, Any], svc: Services, media: Med
         await svc.store.get(captions["job_id"], media.tenant)
 
 
+def _check_translation(options: dict[str, Any], svc: Services) -> None:
+    """A `translate_to` other than English needs a translation model (Whisper itself translates into
+    English only): refused at submit rather than failing on a worker. The worker checks again."""
+    target = options.get("translate_to") or (options.get("transcribe") or {}).get("translate_to")
+    if target and str(target).lower() != "en" and not svc.settings.translation_model:
+        raise MediaflowError(
+            f"translate_to {target!r}: this server has no translation model (MEDIAFLOW_TRANSLATION_MODEL); "
+            "without one, transcripts translate into English only",
+            code="unsupported_language",
+            status=422,
+        )
+
+
 async def build_job(body: dict[str, Any], tenant: str, svc: Services, media: MediaCache | None = None) -> Job:
     """Validate a job body and resolve its inputs; raises MediaflowError / Problem with a code."""
     media = media or MediaCache(svc, tenant)
@@ -144,6 +157,7 @@ async def build_job(body: dict[str, Any], tenant: str, svc: Services, media: Med
     if raw_options is not None and not isinstance(raw_options, dict):
         raise MediaflowError("options must be an object", code="invalid_options", status=422)
     options = parse_options(job_type, raw_options).model_dump(mode="json")
+    _check_translation(options, svc)
 
     named = media_ref(body.get("input"))
     resolved_input: dict[str, Any] = {}
