@@ -29,7 +29,9 @@ CONFIG = f"""
 expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]
 
 [[operations]]
-include-name = ["POST /v1/jobs", "POST /v1/batches", "GET /v1/search"]
+include-name = [
+  "POST /v1/jobs", "POST /v1/batches", "GET /v1/search", "POST /v1/speakers", "PATCH /v1/jobs/{{job_id}}/speakers"
+]
 checks.positive_data_acceptance.expected-statuses = [{ACCEPTED}, "422"]
 
 [[operations]]

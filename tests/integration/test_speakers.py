@@ -247,6 +247,7 @@ async def test_speaker_errors_have_codes(stack, media, tmp_path):
     assert_problem(await enroll({"name": "Ann"}), 422, "invalid_source")
     assert_problem(await enroll({"name": "Ann", "media_id": "m_x", "job_id": "j_x"}), 422, "invalid_source")
     assert_problem(await enroll({"name": "Ann", "media_id": "m_x", "speaker": "SPEAKER_00"}), 422, "invalid_source")
+    assert_problem(await enroll({"name": "Ann", "job_id": "j_x"}), 422, "invalid_source")
     assert_problem(await enroll({"name": "Ann", "voice": 1}), 422, "invalid_request")
     assert_problem(await enroll(["Ann"]), 422, "invalid_request")
     assert_problem(await enroll({"name": "Ann", "media_id": "m_00000000000000000000000000"}), 404, "media_not_found")

@@ -119,7 +119,7 @@ async def _resolved(svc: Services, voices: list[Voice]) -> list[Voice]:
     "/speakers",
     status_code=201,
     responses={202: {"description": "a clip is being embedded (state pending)"}}
-    | problem_responses(401, 404, 409, 422, 503),
+    | problem_responses(400, 401, 404, 409, 422, 503),
     summary="Enroll a named voice: from a clip (media_id) or a finished transcript's speaker (job_id + speaker)",
 )
 async def enroll_speaker(
@@ -135,6 +135,8 @@ async def enroll_speaker(
             'name the voice with exactly one of {"media_id"} (a clip) or {"job_id", "speaker"}', code="invalid_source"
         )
     if "job_id" in fields:
+        if not isinstance(fields.get("speaker"), str):
+            raise InvalidInput('"job_id" goes with "speaker", a label such as "SPEAKER_00"', code="invalid_source")
         job = await _transcript_job(svc, fields["job_id"], tenant)
         voice = _from_print(name, job, fields.get("speaker"), await _voice_prints(svc, job))
         await registry.put(tenant, voice)
@@ -185,7 +187,7 @@ async def delete_speaker(
 @router.patch(
     "/jobs/{job_id}/speakers",
     status_code=202,
-    responses=problem_responses(401, 404, 409, 422, 503),
+    responses=problem_responses(400, 401, 404, 409, 422, 503),
     summary="Rename a transcript's speakers; its captions are rewritten without ASR (a relabel job)",
 )
 async def rename_speakers(

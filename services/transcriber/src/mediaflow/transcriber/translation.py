@@ -128,10 +128,12 @@ def backends(models: Models) -> list[TranslationBackend]:
 def check_target(models: Models, options: TranscribeOptions) -> None:
     """Before any decoding: `unsupported_language` for a target no backend could produce from any
     source (the source language may not be known yet)."""
-    target = options.translate_to
-    if target is None or target == options.language:
+    if options.translate_to is None:
         return
-    if not any(b.supports(options.language, target) for b in backends(models)):
+    target, source = options.translate_to.lower(), (options.language or "").lower() or None
+    if target == source:
+        return
+    if not any(b.supports(source, target) for b in backends(models)):
         raise InvalidInput(
             f"translate_to {target!r}: no translation backend serves it (Whisper translates into English only; "
             "configure MEDIAFLOW_TRANSLATION_MODEL for other targets)",
@@ -141,9 +143,8 @@ def check_target(models: Models, options: TranscribeOptions) -> None:
 
 def translate(models: Models, transcript: Transcript, media: Path, options: TranscribeOptions) -> Translation:
     """`transcript` in `options.translate_to` (the same segments when it is already in that language)."""
-    target = options.translate_to
-    assert target is not None
-    source = transcript.language
+    assert options.translate_to is not None
+    target, source = options.translate_to.lower(), transcript.language
     if source == target:
         segments = [TranslatedSegment(start=s.start, end=s.end, text=s.text) for s in transcript.segments]
         return Translation(language=target, backend="none", segments=segments)
