@@ -321,3 +321,14 @@ async def test_media_list_pages_newest_first_per_tenant(client, media, redis):
     assert not await redis.zscore("mediaflow:uploads:alice", ids[1])
     bad = await client.get("/v1/media", headers=ALICE, params={"cursor": "nope"})
     assert_problem(bad, 422, "invalid_cursor")
+
+
+async def test_internal_job_types_are_not_submittable(client, media):
+    """`enroll` and `relabel` jobs are made by the speakers routes, never by a client."""
+    m = (await upload(client, media / "jfk.flac")).json()
+    for body in (
+        {"type": "enroll", "input": {"media_id": m["id"]}, "options": {"speaker_id": "v_x"}},
+        {"type": "relabel", "options": {"job_id": "j_x", "names": {"SPEAKER_00": "Ann"}}},
+    ):
+        refused = assert_problem(await client.post("/v1/jobs", headers=ALICE, json=body), 422, "unknown_job_type")
+        assert "transcribe, compose, caption, probe" in refused["detail"]

@@ -260,7 +260,8 @@ async def test_openapi_declares_job_types_links_and_errors(settings: Settings, r
         body = doc["components"]["schemas"]["JobRequest"]
         assert sorted(body["discriminator"]["mapping"]) == ["caption", "compose", "probe", "transcribe"]
         items = doc["components"]["schemas"]["BatchRequest"]["properties"]["items"]
-        assert items["maxItems"] == settings.max_batch_jobs and items["items"] == {"$ref": "#/components/schemas/MediaRef"}
+        assert items["maxItems"] == settings.max_batch_jobs
+        assert items["items"] == {"$ref": "#/components/schemas/MediaRef"}
         submit = doc["paths"]["/v1/jobs"]["post"]["responses"]
         assert {"GetJob", "CancelJob", "RetryJob", "FollowJob"} <= set(submit["202"]["links"])
         assert "507" in doc["paths"]["/v1/media"]["post"]["responses"]

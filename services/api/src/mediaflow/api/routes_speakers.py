@@ -144,9 +144,8 @@ async def enroll_speaker(
     if "speaker" in fields:
         raise InvalidInput('"speaker" goes with "job_id"', code="invalid_source")
     voice = Voice(id=new_voice_id(), name=name, source={"media_id": fields["media_id"]})
-    job = await build_job(
-        {"type": "enroll", "input": {"media_id": fields["media_id"]}, "options": {"speaker_id": voice.id}}, tenant, svc
-    )
+    body = {"type": "enroll", "input": {"media_id": fields["media_id"]}, "options": {"speaker_id": voice.id}}
+    job = await build_job(body, tenant, svc, types=(JobType.enroll,))
     voice.job_id = job.id
     await registry.put(tenant, voice)  # before the job, which makes it ready
     try:
@@ -218,7 +217,8 @@ async def rename_speakers(
     if enroll:
         prints = await _voice_prints(svc, job)
         enrolled = [_from_print(name, job, label, prints) for label, name in names.items() if name is not None]
-    relabel = await build_job({"type": "relabel", "options": {"job_id": job.id, "names": names}}, tenant, svc)
+    body = {"type": "relabel", "options": {"job_id": job.id, "names": names}}
+    relabel = await build_job(body, tenant, svc, types=(JobType.relabel,))
     with send_span(relabel.queue, relabel.id) as traceparent:
         relabel.traceparent = traceparent
         relabel, _ = await svc.dispatcher.submit(relabel)

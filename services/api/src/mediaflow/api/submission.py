@@ -78,14 +78,15 @@ def parse_priority(raw: Any) -> Priority:
         ) from None
 
 
-def parse_type(raw: Any) -> JobType:
-    try:
+# What a client submits; `enroll` and `relabel` jobs are made by the speakers routes only.
+SUBMITTABLE = (JobType.transcribe, JobType.compose, JobType.caption, JobType.probe)
+
+
+def parse_type(raw: Any, allowed: tuple[JobType, ...] = SUBMITTABLE) -> JobType:
+    if isinstance(raw, str) and raw in allowed:
         return JobType(raw)
-    except ValueError:
-        names = ", ".join(t.value for t in JobType)
-        raise MediaflowError(
-            f"unknown job type {raw!r} (one of: {names})", code="unknown_job_type", status=422
-        ) from None
+    names = ", ".join(t.value for t in allowed)
+    raise MediaflowError(f"unknown job type {raw!r} (one of: {names})", code="unknown_job_type", status=422)
 
 
 async def _allowed_path(svc: Services, raw: str) -> str:
@@ -144,11 +145,17 @@ def _check_translation(options: dict[str, Any], svc: Services) -> None:
         )
 
 
-async def build_job(body: dict[str, Any], tenant: str, svc: Services, media: MediaCache | None = None) -> Job:
+async def build_job(
+    body: dict[str, Any],
+    tenant: str,
+    svc: Services,
+    media: MediaCache | None = None,
+    types: tuple[JobType, ...] = SUBMITTABLE,
+) -> Job:
     """Validate a job body and resolve its inputs; raises MediaflowError / Problem with a code."""
     media = media or MediaCache(svc, tenant)
     check_text(body)
-    job_type = parse_type(body.get("type"))
+    job_type = parse_type(body.get("type"), types)
     unknown = set(body) - {"type", "priority", "input", "options", "webhook_url"}
     if unknown:
         raise MediaflowError(f"unknown field(s) {', '.join(sorted(unknown))}", code="invalid_request", status=422)

@@ -18,6 +18,7 @@ import numpy as np
 from mediaflow.common.errors import Conflict, MediaError, NotFound
 from mediaflow.common.jobs import keys
 from mediaflow.common.jobs.model import Job, JobState, JobType
+from mediaflow.common.jobs.search import SearchIndex
 from mediaflow.common.jobs.voices import SPEAKERS_ARTIFACT, TRANSCRIPT_ARTIFACT, Voice, VoiceRegistry
 from mediaflow.common.options import parse_options
 from mediaflow.common.options.speakers import EnrollOptions, RelabelOptions
@@ -164,7 +165,7 @@ async def relabel(ctx: JobContext) -> dict[str, Any]:
     transcribe = parse_options(JobType.transcribe, target.options)
     assert isinstance(transcribe, TranscribeOptions)
 
-    def rewrite() -> dict[str, int]:
+    def rewrite() -> tuple[dict[str, int], Transcript]:
         transcript = Transcript.model_validate_json(_read(ctx, target.id, TRANSCRIPT_ARTIFACT))
         if SPEAKERS_ARTIFACT in have:  # transcript.json leaves the prints out
             stored = json.loads(_read(ctx, target.id, SPEAKERS_ARTIFACT))["speakers"]
@@ -180,11 +181,13 @@ async def relabel(ctx: JobContext) -> dict[str, Any]:
                 with ctx.storage.writer(keys.artifact(target.id, name)) as out:
                     out.write(data)
                 sizes[name] = len(data)
-        return sizes
+        return sizes, transcript
 
     await ctx.progress(0.0, "relabel", force=True)
     with ctx.stage("captions"):
-        sizes = await ctx.run_blocking(rewrite)
+        sizes, transcript = await ctx.run_blocking(rewrite)
+    # search hits name the speakers too (the index keeps the job's place in the order)
+    await SearchIndex(ctx.store).index_transcript(target.tenant, target.id, transcript.segments)
 
     def resize(job: Job) -> list[tuple[str, dict[str, Any]]]:  # the record's sizes follow the files
         job.artifacts = [a.model_copy(update={"size": sizes.get(a.name, a.size)}) for a in job.artifacts]

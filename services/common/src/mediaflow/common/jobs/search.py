@@ -254,7 +254,8 @@ class SearchIndex:
         fields: list[str | int] = ["tenant", tenant, "number", number]
         postings: dict[str, list[str]] = {}  # term -> the segments holding it (hex)
         for i, segment in enumerate(segments[:SLOTS]):
-            fields += [i, json.dumps([round(segment.start, 3), round(segment.end, 3), segment.speaker, segment.text])]
+            speaker = getattr(segment, "speaker_name", None) or segment.speaker  # a named voice shows its name
+            fields += [i, json.dumps([round(segment.start, 3), round(segment.end, 3), speaker, segment.text])]
             for term in dict.fromkeys(terms(segment.text)):
                 postings.setdefault(term, []).append(f"{i:x}")
         fields += ["terms", " ".join(postings)]
