@@ -234,7 +234,7 @@ async def simulate_pool(
     the victim of a scale-in is taken worst case, the busiest pod. A SIGTERMed worker keeps its jobs for
     `job_completion_wait`, then puts them back on the queue (attempts.py) and exits."""
     from mediaflow.common.jobs import keys
-    from mediaflow.common.runtime.arq_worker import CLAIM_SCRIPT, claim_args
+    from mediaflow.common.runtime.arq_worker import CLAIM_SCRIPT, claim_args, claim_keys
 
     claim = redis.register_script(CLAIM_SCRIPT)
     behaviour = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
@@ -276,7 +276,7 @@ async def simulate_pool(
         for pod in (p for p in pods if p.drain_until is None):
             while len(pod.jobs) < concurrency:
                 args = claim_args(int(time.time() * 1000), 3_600_000, f"sim:{now}:{len(pod.jobs)}")
-                got = await claim(keys=[trigger.list_name, keys.ABORTS], args=args)
+                got = await claim(keys=claim_keys(trigger.list_name), args=args)
                 if not got:  # nothing left to claim
                     break
                 job_id = got[0].decode()

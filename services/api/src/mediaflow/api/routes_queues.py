@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends
 
 from mediaflow.common.jobs.keys import ALL_QUEUES
 from mediaflow.common.jobs.keys import WORKERS as WORKERS_KEY
+from mediaflow.common.jobs.keys import deferred as deferred_key
 from mediaflow.common.jobs.keys import stats as stats_key
-from mediaflow.common.jobs.queues import read_score
+from mediaflow.common.jobs.queues import OLDEST_WAITING_SCRIPT, oldest_waiting_args
 from mediaflow.common.jobs.store import STATS_WINDOW_S
 
 from .auth import require_tenant
@@ -31,8 +32,6 @@ FORGET_AFTER_S = 3600.0
 # The registry entry's own fields; everything else a worker puts there (encoder, compute_type,
 # grpc_port, ...) is passed through under `info`.
 _ENTRY_FIELDS = {"id", "queue", "host", "pid", "heartbeat", "jobs", "draining", "model", "device", "metrics_url"}
-# How many of a queue's oldest ready entries are read to find the oldest one no live worker holds.
-OLDEST_SCAN = 64
 # The throughput sparkline: jobs ended per minute over this many minutes (within STATS_WINDOW_S).
 THROUGHPUT_MINUTES = 30
 
@@ -62,10 +61,12 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
 
     Besides `queues` and `window_s` (the body of GET /v1/queues) it returns `seen`, per queue what
     /v1/status needs (routes_status.py): the time of the last heartbeat of a worker that takes jobs,
-    the last heartbeats of workers that vanished without deregistering, and when the oldest job that
-    no live worker holds became ready."""
+    the last heartbeats of workers that vanished without deregistering, and when the job that has
+    waited longest (due, and no worker holds its lease) became ready (jobs/queues.py, OLDEST_WAITING_SCRIPT)."""
     now = time.time()
     now_ms = int(now * 1000)
+    oldest_waiting = svc.redis.register_script(OLDEST_WAITING_SCRIPT)  # (no round trip: EVALSHA in the pipeline)
+    oldest_args = oldest_waiting_args(now_ms, svc.settings.priority_aging_seconds)
     async with svc.redis.pipeline(transaction=False) as pipe:
         for queue in ALL_QUEUES:
             # Ready entries score at most now, whatever their priority (a boost only moves a score into
@@ -74,7 +75,8 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
             pipe.zcount(queue, f"({now_ms}", "+inf")
             pipe.zcount(stats_key(queue, "succeeded"), now - STATS_WINDOW_S, "+inf")
             pipe.zcount(stats_key(queue, "failed"), now - STATS_WINDOW_S, "+inf")
-            pipe.zrangebyscore(queue, "-inf", now_ms, start=0, num=OLDEST_SCAN, withscores=True)
+            # when the job that waits longest became ready: boosts and not yet promoted retries undone
+            await oldest_waiting(keys=[queue, deferred_key(queue)], args=oldest_args, client=pipe)  # queued
         pipe.hgetall(WORKERS_KEY)
         replies = await pipe.execute()
     registry: dict[bytes, bytes] = replies[-1]
@@ -129,15 +131,8 @@ async def queue_snapshot(svc: Services) -> dict[str, Any]:
     for i, queue in enumerate(ALL_QUEUES):
         ready, deferred, succeeded, failed, oldest = replies[5 * i : 5 * i + 5]
         workers = sorted(workers_by_queue[queue], key=lambda w: w["id"])
-        running_ids = {j for w in workers for j in w["jobs"]}
-        # A score is when the entry became ready minus its priority's boost (read_score undoes it): the
-        # queue's order is not the order of waiting, so the oldest is the earliest of those read.
-        aging = svc.settings.priority_aging_seconds
-        waiting = [read_score(score, aging)[1] for member, score in oldest if member.decode() not in running_ids]
-        if waiting:
-            seen[queue]["oldest_waiting"] = min(waiting)
-        elif oldest and ready > len(oldest):  # every entry read is running: the rest waits since later
-            seen[queue]["oldest_waiting"] = oldest[-1][1] / 1000  # (no boost is negative)
+        if oldest is not None:
+            seen[queue]["oldest_waiting"] = oldest / 1000
         # ARQ keeps a running job in the queue's sorted set until it finishes: what live workers
         # hold (and is still on the queue) is running, the rest of the ready entries are waiting.
         running = sum(len(w["jobs"]) for w in workers)

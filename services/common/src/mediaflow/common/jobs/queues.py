@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..settings import Settings
-from .keys import COMPOSE_HEAVY_QUEUE, COMPOSE_QUEUE, TRANSCRIBE_QUEUE
+from .keys import COMPOSE_HEAVY_QUEUE, COMPOSE_QUEUE, TRANSCRIBE_QUEUE, arq_lease
 from .model import JobType, Priority
 
 # One ARQ function per job type; the worker pool that owns the queue registers it.
@@ -101,13 +101,55 @@ def queue_score(priority: Priority, ready_ms: int, aging_s: float) -> int:
 
 def deferred_score(priority: Priority, due_ms: int) -> int:
     """The score of a job waiting until `due_ms` (a retry's backoff): not boosted, or it would be due
-    before its time. Once it is due, the worker adds the boost (runtime/arq_worker.py, PROMOTE_SCRIPT)."""
+    before its time. Once it is due, a worker adds the boost (runtime/arq_worker.py, PROMOTE_SCRIPT); until
+    then the entry is also in the queue's deferred index with the same score, which tells readers it is
+    not boosted (read_score's `boosted`)."""
     return _at(due_ms, priority)
 
 
-def read_score(score: float, aging_s: float) -> tuple[Priority, float]:
+def read_score(score: float, aging_s: float, *, boosted: bool = True) -> tuple[Priority, float]:
     """The priority of a ready queue entry and when it became ready (s since the epoch), from its score.
+    `boosted=False` for a retry whose backoff is over but which no worker has promoted yet (its score
+    still equals its entry in the queue's deferred index): it became ready at its score.
     (A score we did not write reads as low priority, ready at its score.)"""
     whole = int(score)
     priority = _BY_RANK.get(whole % 4, Priority.low)
-    return priority, (whole - whole % 4 + 4 + boost_ms(priority, aging_s)) / 1000
+    boost = boost_ms(priority, aging_s) if boosted else 0
+    return priority, (whole - whole % 4 + 4 + boost) / 1000
+
+
+# When the oldest job of a queue that no worker holds became ready (ms), read_score's sum done in Lua
+# over the due entries (KEYS[1]: the queue, KEYS[2]: its deferred index; ARGV[1]: now, ms). The queue's
+# order is not the order of waiting (boosts differ by up to 2B), so it reads on from the lowest score
+# until a score is no earlier than the best ready time found (no later entry became ready before its
+# score), passing over held entries (a lease, ARGV[2] .. id). After ARGV[3] entries it stops and
+# answers a lower bound: the last score read. Returns false when nothing waits.
+OLDEST_WAITING_SCRIPT = """
+local best, offset, limit = false, 0, tonumber(ARGV[3])
+while offset < limit do
+  local page = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', offset, 64)
+  for i = 1, #page, 2 do
+    local id, score = page[i], tonumber(page[i + 1])
+    if best and score >= best then return best end
+    if redis.call('EXISTS', ARGV[2] .. id) == 0 then
+      local boost = tonumber(ARGV[4 + score % 4]) or 0
+      if tonumber(redis.call('ZSCORE', KEYS[2], id)) == score then boost = 0 end
+      local ready = score - score % 4 + 4 + boost
+      if not best or ready < best then best = ready end
+    end
+  end
+  if #page < 128 then return best end
+  offset = offset + 64
+  if offset >= limit then
+    local last = tonumber(page[#page])
+    if not best or last < best then best = last end
+  end
+end
+return best
+"""
+OLDEST_SCAN = 1024  # entries OLDEST_WAITING_SCRIPT reads at most
+
+
+def oldest_waiting_args(now_ms: int, aging_s: float) -> list[str | int]:
+    """OLDEST_WAITING_SCRIPT's ARGV: the time, the lease prefix, the scan bound, the boosts by rank."""
+    return [now_ms, arq_lease(""), OLDEST_SCAN, *(boost_ms(p, aging_s) for p in sorted(RANKS, key=RANKS.__getitem__))]

@@ -27,6 +27,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import RedisSettings
@@ -41,7 +42,7 @@ from .. import metrics
 from ..jobs import keys
 from ..jobs.dispatch import json_deserializer, json_serializer
 from ..jobs.family import Workflows
-from ..jobs.model import JobType
+from ..jobs.model import JobType, Priority
 from ..jobs.queues import FUNCTION_FOR_TYPE, RANKS, boost_ms, deferred_score, read_score, timeout_for
 from ..jobs.store import Fence, JobStore
 from ..jobs.webhooks import WebhookDeliverer
@@ -58,7 +59,8 @@ log = logging.getLogger("mediaflow.worker")
 # The lease (ARGV[2] ms) holds this claim's token (ARGV[3]), which fences every write of the attempt
 # (store.py). The candidates are only known in here, so their keys are built from the prefixes in
 # ARGV[4..7] (`claim_args`), not passed as KEYS: fine on one Redis or Valkey (ARQ needs one anyway), not
-# on Redis Cluster. KEYS[2]: ARQ's abort set. Returns {id, score, record, definition, try, abort asked}.
+# on Redis Cluster. KEYS[2]: ARQ's abort set, KEYS[3]: the queue's deferred index. Returns {id, score,
+# record, definition, try, abort asked, deferred score (equal to score: a retry not promoted yet)}.
 CLAIM_SCRIPT = """
 for offset = 0, 960, 64 do
   local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', offset, 64)
@@ -67,13 +69,19 @@ for offset = 0, 960, 64 do
       local try = redis.call('INCR', ARGV[7] .. id)
       redis.call('EXPIRE', ARGV[7] .. id, 88400)
       local score, record = redis.call('ZSCORE', KEYS[1], id), redis.call('GET', ARGV[5] .. id)
-      return {id, score, record, redis.call('GET', ARGV[6] .. id), try, redis.call('ZREM', KEYS[2], id)}
+      local definition, aborted = redis.call('GET', ARGV[6] .. id), redis.call('ZREM', KEYS[2], id)
+      return {id, score, record, definition, try, aborted, redis.call('ZSCORE', KEYS[3], id)}
     end
   end
   if #ids < 64 then return false end
 end
 return false
 """
+
+
+def claim_keys(queue: str) -> list[str]:
+    """CLAIM_SCRIPT's KEYS: the queue, ARQ's abort set, the queue's deferred index."""
+    return [queue, keys.ABORTS, keys.deferred(queue)]
 
 
 def claim_args(now_ms: int, lease_ms: int, token: str) -> list[str | int]:
@@ -83,19 +91,32 @@ def claim_args(now_ms: int, lease_ms: int, token: str) -> list[str | int]:
 
 
 # A retry waits out its backoff scored when it is due, without its priority's boost (it would be due at
-# once), and listed in the queue's deferred index. Once due, it gets the boost (ARGV[2..4]: the boost of
+# once), and listed in the queue's deferred index. Once due, it gets the boost (ARGV[3..5]: the boost of
 # priority rank 0, 1, 2 - the rank is the score's remainder mod 4, jobs/queues.py), so it keeps its
-# priority. An entry whose score changed meanwhile (cancelled, retried by hand) is left alone.
+# priority; up to 100 per call. An entry whose score changed meanwhile (cancelled, retried by hand) is
+# dropped from the index. One a worker holds (a lease, ARGV[2] .. id: claimed before its promotion) is
+# passed over and kept: its score is the running attempt's, and it is promoted once nobody holds it and
+# it still waits (requeued by a drain, lease lost), or dropped when its attempt ends (gone, or deferred
+# again). Up to 1,024 held ones are passed over.
 PROMOTE_SCRIPT = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, 100)
-for i = 1, #due, 2 do
-  local score = tonumber(redis.call('ZSCORE', KEYS[1], due[i]))
-  if score and score == tonumber(due[i + 1]) then
-    redis.call('ZADD', KEYS[1], 'XX', score - (tonumber(ARGV[2 + score % 4]) or 0), due[i])
+local done, held = 0, 0
+while done < 100 and held < 1024 do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', held, 64)
+  for i = 1, #due, 2 do
+    if redis.call('EXISTS', ARGV[2] .. due[i]) == 1 then
+      held = held + 1
+    else
+      local score = tonumber(redis.call('ZSCORE', KEYS[1], due[i]))
+      if score and score == tonumber(due[i + 1]) then
+        redis.call('ZADD', KEYS[1], 'XX', score - (tonumber(ARGV[3 + score % 4]) or 0), due[i])
+      end
+      redis.call('ZREM', KEYS[2], due[i])
+      done = done + 1
+    end
   end
-  redis.call('ZREM', KEYS[2], due[i])
+  if #due < 128 then break end
 end
-return #due / 2
+return done
 """
 
 
@@ -149,7 +170,8 @@ class MediaflowWorker(Worker):
             if self.burst or now >= self._next_scan:
                 self._next_scan = now + self.settings.poll_delay
                 await self._promote(
-                    keys=[self.queue_name, keys.deferred(self.queue_name)], args=[now_ms(), *self._boosts]
+                    keys=[self.queue_name, keys.deferred(self.queue_name)],
+                    args=[now_ms(), keys.arq_lease(""), *self._boosts],
                 )
                 await super()._poll_iteration()
                 await self._purge_stale_aborts()
@@ -189,7 +211,7 @@ class MediaflowWorker(Worker):
             return
         if woken:
             # Work arrived. Which job runs is the queue's order (its priority), not the token's.
-            await self.start_jobs([])
+            await self.start_jobs([])  # (a Redis error there is logged inside: the loop goes on)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """ARQ's start_jobs, claiming the best due jobs while slots are free, each in one round trip (a
@@ -197,53 +219,78 @@ class MediaflowWorker(Worker):
         lease. `job_ids` (ARQ's read of the queue's head) are not used: unlike ARQ, it never waits for a
         slot with them in hand, when a better job (a higher priority) may have come meanwhile."""
         lease_ms = int(self.settings.lease_seconds * 1000)
-        while self.job_counter < self.max_jobs:
+        script_keys = claim_keys(self.queue_name)
+        # allow_pick_jobs again each time: a SIGTERM (drain) may come while the worker waited for work
+        while self.allow_pick_jobs and self.job_counter < self.max_jobs:
             await self.sem.acquire()  # free: the semaphore counts the same slots as job_counter
             self.job_counter += 1
             token = f"{self.worker_id}:{secrets.token_hex(6)}"
-            claimed = await self._claim(keys=[self.queue_name, keys.ABORTS], args=claim_args(now_ms(), lease_ms, token))
-            if not claimed:  # nothing due that no worker holds
-                self.job_counter -= 1
-                self.sem.release()
+            try:
+                claimed = await self._claim(keys=script_keys, args=claim_args(now_ms(), lease_ms, token))
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                # Redis is away: claim later (a lease the script may have set runs out unused)
+                log.warning("claiming a job failed (%s); trying again later", exc)
+                claimed = None
+            except BaseException:  # never keep the slot of a claim that did not happen
+                self._release_slot()
+                raise
+            if not claimed:  # nothing due that no worker holds, or Redis is away: the slot stays free
+                self._release_slot()
                 return
-            job_id_b, score, record, payload, job_try, aborted = claimed
+            job_id_b, score, record, payload, job_try, aborted, deferred = claimed
             job_id = job_id_b.decode()
             self._holding.add(job_id)
             metrics.BUSY_SLOTS.labels(self.queue_name).set(len(self._holding))
             self.leases[job_id] = token
             if record:  # the record as of the claim: the job's start needs no second read
                 self.claimed_records[job_id] = record
+            boosted = deferred is None or float(deferred) != float(score)  # not a retry waiting for PROMOTE_SCRIPT
+            entry = Entry(int(score), _priority(record, int(score)), boosted)
             self.tasks[job_id] = self.loop.create_task(
-                self._run_claimed(job_id, int(score), payload, job_try, bool(aborted), token)
+                self._run_claimed(job_id, entry, payload, job_try, bool(aborted), token)
             )
 
+    def _release_slot(self) -> None:
+        """Give back a slot taken for a claim that claimed nothing."""
+        self.job_counter -= 1
+        self.sem.release()
+
     async def _run_claimed(
-        self, job_id: str, score: int, payload: bytes | None, job_try: int, aborted: bool, token: str
+        self, job_id: str, entry: Entry, payload: bytes | None, job_try: int, aborted: bool, token: str
     ) -> None:
         """ARQ's run_job for our jobs, minus its first round trip (the claim script did that work)
         and minus what we do not use (pickle, results, cron). Same outcomes: finished, retried with a
         delay, or left on the queue when the worker shuts down."""
         try:
-            outcome = await self._execute(job_id, score, payload, job_try, aborted)
+            outcome = await self._execute(job_id, entry, payload, job_try, aborted)
         finally:
             if self.leases.get(job_id) == token:  # a retry may have claimed the id again meanwhile
                 del self.leases[job_id]
             self.claimed_records.pop(job_id, None)  # left over when ARQ never called our function
             self.free_slot(job_id)
         if outcome is not None:
-            finish, incr_score = outcome
-            await _unless_cancelled(self._finish(job_id, finish, score, incr_score))
+            finish, due = outcome
+            await _unless_cancelled(self._finish(job_id, finish, due))
 
-    async def _finish(self, job_id: str, finish: bool, score: int, incr_score: int | None) -> None:
-        await self.finish_job(job_id, finish, None, None, False, incr_score, None)
-        if not finish and incr_score:  # a retry: its priority's boost is added once it is due (PROMOTE_SCRIPT)
-            await self.pool.zadd(keys.deferred(self.queue_name), {job_id: score + incr_score})
+    async def _finish(self, job_id: str, finish: bool, due: int | None) -> None:
+        if finish or due is None:  # ended, or left on the queue as it is (a drain)
+            await self.finish_job(job_id, finish, None, None, False, None, None)
+            return
+        # A retry: ARQ's finish_job would move the score by a difference, which goes wrong when the score
+        # changed under the attempt; this sets it. Its priority's boost is added once it is due
+        # (PROMOTE_SCRIPT), so it is listed in the deferred index meanwhile - all in one transaction.
+        async with self.pool.pipeline(transaction=True) as tr:
+            tr.delete(keys.arq_lease(job_id))
+            tr.zadd(self.queue_name, {job_id: due}, xx=True)  # not back if it left meanwhile (cancel)
+            tr.zadd(keys.deferred(self.queue_name), {job_id: due})
+            await tr.execute()
 
     async def _execute(
-        self, job_id: str, score: int, payload: bytes | None, job_try: int, aborted: bool
+        self, job_id: str, entry: Entry, payload: bytes | None, job_try: int, aborted: bool
     ) -> tuple[bool, int | None] | None:
-        """Run the job's function; returns (finish, incr_score) for ARQ's finish_job, or None when
-        the job's last write already retired it from ARQ."""
+        """Run the job's function; returns (finish, due): finished (ARQ's keys go), left on the queue
+        (due None), or retried with the queue score `due`; or None when the job's last write already
+        retired it from ARQ."""
         if not payload or aborted:  # definition expired, or aborted before it started
             self.jobs_failed += 1
             return True, None
@@ -253,19 +300,18 @@ class MediaflowWorker(Worker):
             log.warning("job %s: no function %r on this worker", job_id, data["f"])
             self.jobs_failed += 1
             return True, None
-        # the score says when the job became due (enqueue time, or the end of a retry's delay) and its priority
-        priority, ready = read_score(score, self.settings.priority_aging_seconds)
+        # the score says when the job became due (enqueue time, or the end of a retry's delay)
+        _, ready = read_score(entry.score, self.settings.priority_aging_seconds, boosted=entry.boosted)
         waited = max(0.0, time.time() - ready)
         metrics.QUEUE_WAIT.labels(self.queue_name, self._type_of_function.get(data["f"], "")).observe(waited)
-        ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "score": score}
+        ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "score": entry.score}
         task = self.loop.create_task(function.coroutine(ctx, *data["a"], **data["k"]))
         self.job_tasks[job_id] = task
         try:
             outcome = await asyncio.wait_for(task, function.timeout_s)
             if isinstance(outcome, RetryIn):
                 self.jobs_retried += 1
-                due = deferred_score(priority, now_ms() + int(outcome.seconds * 1000))
-                return False, due - score
+                return False, deferred_score(entry.priority, now_ms() + int(outcome.seconds * 1000))
             self.jobs_complete += 1
             if outcome is True:
                 return None
@@ -364,6 +410,23 @@ class MediaflowWorker(Worker):
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A claimed job's queue entry: its score, its priority, and whether the score has its boost."""
+
+    score: int
+    priority: Priority
+    boosted: bool
+
+
+def _priority(record: bytes | None, score: int) -> Priority:
+    """The job's priority: its record's (as of the claim); what its score says only without one."""
+    if record:
+        with contextlib.suppress(ValueError, AttributeError):  # not JSON, not an object, no such priority
+            return Priority(json.loads(record).get("priority", Priority.normal))
+    return read_score(score, 0)[0]
 
 
 async def _unless_cancelled(bookkeeping: Awaitable[Any]) -> None:
