@@ -30,6 +30,8 @@ from mediaflow.common.settings import Settings
 from mediaflow.compositor import jobs as compositor_jobs
 from mediaflow.compositor.main import HANDLERS as COMPOSITOR_HANDLERS
 from mediaflow.transcriber import jobs as transcriber_jobs
+from mediaflow.transcriber import speakers as transcriber_speakers
+from mediaflow.transcriber.diarize import diarization_models
 from mediaflow.transcriber.model import get_models
 
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
@@ -464,6 +466,111 @@ async def test_caption_job_page_plays_the_output_video_with_its_captions(redis, 
         assert steps == job["children"] and len(steps) == 2
         names = await page.locator("#artifacts a.artifact").all_inner_texts()
         assert {"output.mp4", "captions.vtt"} <= set(names)
+        assert errors == []
+        await context.close()
+
+
+async def test_speaker_names_rename_enroll_and_the_speakers_view(redis, settings, media, browser):  # noqa: F811
+    """A diarized transcribe job (pyannote_sample.wav: two people on the phone): the transcript shows
+    two speakers in two colours; the job page's Speakers panel renames SPEAKER_00 to Diane, enrolling
+    her voice, follows the relabel job and then shows the name in the transcript and a caption cue;
+    an API problem shows next to the form; #/speakers lists the voice and deletes it."""
+    handlers = {
+        JobType.transcribe: transcriber_jobs.transcribe,
+        JobType.relabel: transcriber_speakers.relabel,
+    }
+    get_models(settings)  # loaded before the worker starts, as the worker's startup does
+    await asyncio.to_thread(diarization_models)
+    async with in_process_worker(settings, handlers, TRANSCRIBE_QUEUE), running_gateway(settings) as base:
+        context, page, errors = await open_console(browser, base)
+        await sign_in(page)
+        await page.goto(base + "/#/upload")
+        await page.set_input_files("#file", str(media / "pyannote_sample.wav"))
+        await page.select_option("#job-type", "transcribe")
+        await page.check("#diarize")
+        await page.click("#submit")
+        await page.wait_for_selector('#current[data-state="succeeded"]', timeout=120_000)
+        job_id = await page.inner_text("#current-id")
+        job = (await api_call(page, "GET", f"v1/jobs/{job_id}"))["body"]
+        assert job["options"]["diarize"] is True and job["options"]["captions"]["speaker_labels"] is True
+        await page.click("#current-link")
+        await page.wait_for_selector("video#player", timeout=15_000)
+        await page.wait_for_selector("#speakers-panel:not([hidden])", timeout=15_000)
+
+        tags = page.locator("#transcript .speaker")
+        assert set(await tags.all_inner_texts()) == {"SPEAKER_00", "SPEAKER_01"}
+        colours = {await t.get_attribute("data-label"): await t.get_attribute("class") for t in await tags.all()}
+        assert len(set(colours.values())) == 2  # one colour per speaker
+        rows = page.locator("#speakers-table tbody tr")
+        assert await rows.count() == 2
+        row = page.locator('#speakers-table tr[data-label="SPEAKER_00"]')
+        assert await row.locator(".swatch").get_attribute("class") == f"swatch {colours['SPEAKER_00'].split()[-1]}"
+        assert (await row.locator("td.num").inner_text()).endswith(" s")  # seconds of speech
+
+        # an API problem shows next to the form, with its code (the input's maxlength is the API's)
+        name = page.locator("#speaker-name-SPEAKER_00")
+        await name.evaluate("i => i.removeAttribute('maxlength')")
+        await name.fill("x" * 101)
+        await name.press("Enter")
+        await page.wait_for_selector("#speakers-problem:not([hidden])")
+        assert (await page.inner_text("#speakers-problem")).startswith("invalid_name: ")
+
+        # by keyboard: type the name, Space ticks "also enroll", Enter in the field renames
+        await name.fill("Diane")
+        await page.focus("#speakers-enroll")
+        await page.keyboard.press("Space")
+        assert await page.is_checked("#speakers-enroll")
+        await name.press("Enter")
+        await page.wait_for_function(
+            "document.querySelector('#speakers-status').textContent.startsWith('renamed')", timeout=30_000
+        )
+        assert await page.inner_text("#speakers-status") == "renamed; enrolled Diane"
+        assert await page.locator("#speakers-problem").is_hidden()
+        assert set(await tags.all_inner_texts()) == {"Diane", "SPEAKER_01"}
+        diane = tags.filter(has_text="Diane").first
+        assert await diane.get_attribute("title") == "SPEAKER_00: Diane (named by hand)"
+        assert "speaker-" in (await diane.get_attribute("class"))  # the colour stays with the label
+        assert await diane.get_attribute("class") == colours["SPEAKER_00"]
+        assert await page.input_value("#speaker-name-SPEAKER_00") == "Diane"
+        # the captions track was reloaded: a cue names her (WebVTT voice span)
+        await page.evaluate("document.querySelector('video#player').textTracks[0].mode = 'showing'")
+        await page.wait_for_function(
+            "(() => { const t = document.querySelector('video#player').textTracks[0];"
+            " return t.cues && [...t.cues].some((c) => c.text.includes('<v Diane>')); })()",
+            timeout=15_000,
+        )
+        assert await page.locator("#player track").count() == 1
+        await diane.locator("xpath=..").locator(".seg-time").click()  # her first words, with their cue
+        await page.wait_for_function(
+            "(() => { const c = document.querySelector('video#player').textTracks[0].activeCues;"
+            " return c && c.length > 0 && c[0].text.includes('<v Diane>'); })()",
+            timeout=5_000,
+        )
+        await screenshot(page, "speakers.png", full_page=True)
+        # readable on a phone: nothing wider than the screen, the name fields usable
+        await page.set_viewport_size({"width": 390, "height": 844})
+        wide = await page.evaluate(
+            "[...document.querySelectorAll('#view-job *')].filter((e) => e.getBoundingClientRect().right > 391"
+            " && !e.closest('.table-wrap, .transcript')).map((e) => e.id || e.className || e.tagName)"
+        )
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390, wide
+        box = await name.bounding_box()
+        assert box and box["width"] >= 100 and box["x"] + box["width"] <= 390
+        await page.set_viewport_size({"width": 1280, "height": 860})
+
+        # the enrolled voice in #/speakers, from this job's SPEAKER_00; Delete takes two clicks
+        await page.click('nav a[data-view="speakers"]')
+        voice = page.locator("#speaker-list tbody tr")
+        await voice.first.wait_for()
+        assert await voice.count() == 1
+        assert await voice.get_attribute("data-state") == "ready"
+        text = await voice.inner_text()
+        assert "Diane" in text and f"{job_id} SPEAKER_00" in text
+        await voice.locator("button.delete").click()
+        assert await voice.locator("button.delete").inner_text() == "Confirm delete"
+        await voice.locator("button.delete").click()
+        await page.wait_for_selector("#speakers-empty:not([hidden])")
+        assert (await api_call(page, "GET", "v1/speakers"))["body"]["speakers"] == []
         assert errors == []
         await context.close()
 

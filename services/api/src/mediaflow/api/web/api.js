@@ -81,8 +81,9 @@ export async function mediaBlobUrl(mediaId) {
   return blobUrl(`/v1/media/${encodeURIComponent(mediaId)}/content`);
 }
 
+// Artifacts are fetched with `no-cache` (revalidated: a rename rewrites them under the same URL).
 async function blobUrl(path) {
-  const response = await fetch(path.replace(/^\//, ""), { headers: headers() });
+  const response = await fetch(path.replace(/^\//, ""), { headers: headers(), cache: "no-cache" });
   if (!response.ok) {
     let body = null;
     try { body = await response.json(); } catch { /* not a problem document */ }
@@ -92,7 +93,7 @@ async function blobUrl(path) {
 }
 
 export async function artifactText(artifact) {
-  const response = await fetch(artifact.url.replace(/^\//, ""), { headers: headers() });
+  const response = await fetch(artifact.url.replace(/^\//, ""), { headers: headers(), cache: "no-cache" });
   if (!response.ok) throw new ApiError(response.status, null);
   return response.text();
 }

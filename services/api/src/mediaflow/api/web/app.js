@@ -1,5 +1,5 @@
 // mediaflow console: plain ES modules, no build step. Views by hash: #/upload, #/jobs?state=&type=&limit=,
-// #/jobs/<id>[?t=<seconds>], #/queues, #/compose, #/batches[/<id>], #/search?q=. The API key stays in
+// #/jobs/<id>[?t=<seconds>], #/queues, #/compose, #/batches[/<id>], #/search?q=, #/speakers. The API key stays in
 // sessionStorage and goes only in Authorization headers.
 import {
   api, ApiError, TERMINAL, artifactBlobUrl, artifactText, downloadArtifact, eventTime, followEvents,
@@ -8,10 +8,11 @@ import {
 import { closeBatch, listBatches, openBatch, setupBatches } from "./batch.js";
 import { openCompose, rememberMedia, setupCompose } from "./compose.js";
 import { openSearch, setupSearch } from "./search.js";
-import { renderTranscript } from "./transcript.js";
+import { openSpeakers, renderSpeakers } from "./speakers.js";
+import { renderTranscript, speakerColours } from "./transcript.js";
 import { $, el, etaSeconds, fmtBytes, fmtEta, fmtSecs, fmtTime, showError, sparkline } from "./ui.js";
 
-const VIEWS = ["signin", "upload", "jobs", "job", "queues", "compose", "batch", "search"];
+const VIEWS = ["signin", "upload", "jobs", "job", "queues", "compose", "batch", "search", "speakers"];
 const POLL_MS = 1500;
 const localMedia = new Map();  // media id -> File uploaded from this tab (played without downloading it back)
 
@@ -218,8 +219,10 @@ function setItem(item, state, text) {
 
 function optionsFor(type) {
   const language = $("#language").value.trim() || null;
-  if (type === "transcribe") return { language };
-  if (type === "caption") return { transcribe: { language } };
+  // who speaks: diarized, and the speakers (their names once known) in the captions too
+  const speakers = $("#diarize").checked ? { diarize: true, captions: { speaker_labels: true } } : {};
+  if (type === "transcribe") return { language, ...speakers };
+  if (type === "caption") return { transcribe: { language, ...speakers } };
   return {};
 }
 
@@ -443,11 +446,13 @@ function setupJobs() {
 
 // ---- job page -----------------------------------------------------------------------------------------
 
-let jobView = null;  // {id, stream, events, job, mediaReady, blobUrls}
+let jobView = null;  // {id, stream, events, job, mediaReady, blobUrls, media, transcriptView, speakers}
 
 function stopJobStream() {
   if (!jobView) return;
   if (jobView.stream) jobView.stream.stop();
+  if (jobView.speakers) jobView.speakers.stop();
+  if (jobView.transcriptView) jobView.transcriptView.stop();
   for (const url of jobView.blobUrls) URL.revokeObjectURL(url);
   jobView = null;
 }
@@ -476,6 +481,7 @@ async function openJob(id, t) {
   $("#job-error").hidden = true;
   $("#media-section").hidden = true;
   $("#transcript-box").hidden = true;
+  $("#speakers-panel").hidden = true;
   $("#local-media").hidden = true;
   try {
     view.job = await api(jobPath(id));
@@ -616,21 +622,13 @@ async function setupMedia(view) {
   const attach = async (src, isVideo, note) => {
     // captions show only on a <video>: an audio file with captions plays in one too
     const media = el(isVideo || captions ? "video" : "audio", { controls: true, preload: "metadata", id: "player", class: "player" });
-    if (captions) {
-      try {
-        const vtt = await artifactBlobUrl(captions);
-        view.blobUrls.push(vtt);
-        media.appendChild(el("track", { kind: "captions", src: vtt, srclang: transcript?.language || "en", label: "captions", default: !burned }));
-      } catch (err) {
-        showError(err);
-      }
-    }
+    if (captions) await attachCaptions(view, media, captions, transcript, !burned);
     media.src = src;
     if (jobView !== view) return;
     $("#player-box").replaceChildren(media);
     seekPlayer(view, view.seek);
     $("#media-note").textContent = note;
-    if (transcript) showTranscript(transcript, media);
+    if (transcript) showTranscript(view, transcript, media);
   };
 
   if (playable) {
@@ -669,12 +667,49 @@ async function setupMedia(view) {
     view.blobUrls.push(url);
     await attach(url, !file.type.startsWith("audio/"), `playing ${file.name} from this computer`);
   };
-  if (transcript) showTranscript(transcript, null);
+  if (transcript) showTranscript(view, transcript, null);
 }
 
-function showTranscript(transcript, media) {
+/** The WebVTT captions as the player's <track> (replacing the one it had: after a rename). */
+async function attachCaptions(view, media, captions, transcript, on) {
+  try {
+    const vtt = await artifactBlobUrl(captions);
+    view.blobUrls.push(vtt);
+    const old = media.querySelector("track");
+    const track = el("track", { kind: "captions", src: vtt, srclang: transcript?.language || "en", label: "captions", default: on });
+    if (old) old.remove();
+    media.appendChild(track);
+    if (old) track.track.mode = on ? "showing" : "hidden";  // `default` only counts while the page loads
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function showTranscript(view, transcript, media) {
   $("#transcript-box").hidden = false;
-  renderTranscript($("#transcript"), transcript, media, $("#transcript-search"), $("#search-count"));
+  view.media = media;
+  if (view.transcriptView) view.transcriptView.stop();
+  view.transcriptView = renderTranscript($("#transcript"), transcript, media, $("#transcript-search"), $("#search-count"));
+  const job = view.job;
+  if (job.type !== "transcribe" || !((job.result || {}).speakers || []).length) return;
+  if (view.speakers) view.speakers.stop();
+  view.speakers = renderSpeakers(job, transcript, speakerColours(transcript), () => reloadTranscript(view));
+}
+
+/** After a relabel job: the record (artifact sizes), the transcript and the captions again; the
+ * player keeps its place. */
+async function reloadTranscript(view) {
+  const job = await api(jobPath(view.id));
+  if (jobView !== view) return;
+  view.job = job;
+  renderJob(view);
+  const byName = new Map(job.artifacts.map((a) => [a.name, a]));
+  const transcript = JSON.parse(await artifactText(byName.get("transcript.json")));
+  if (jobView !== view) return;
+  const captions = byName.get("captions.vtt");
+  const track = view.media && view.media.querySelector("track");
+  if (captions && track) await attachCaptions(view, view.media, captions, transcript, track.track.mode === "showing");
+  showTranscript(view, transcript, view.media);
 }
 
 // ---- queues view --------------------------------------------------------------------------------------
@@ -750,6 +785,9 @@ function route() {
   } else if (parts[0] === "search") {
     show("search");
     openSearch(params);
+  } else if (parts[0] === "speakers") {
+    show("speakers");
+    openSpeakers();
   } else {
     show("upload");
     refreshRecent();

@@ -1,8 +1,28 @@
 // The transcript beside the player: words (or segments) as buttons that seek the media, the current
-// word and segment highlighted during playback, one colour per speaker, and a search that filters the
-// segments and marks the matches.
+// word and segment highlighted during playback, one colour per speaker (its name when it has one),
+// and a search that filters the segments and marks the matches.
 
 const SPEAKER_COLOURS = 8;
+
+/** One colour index per speaker label, in the order the speakers first appear. Keyed by label, not
+ * name: labels never change, so a rename keeps the colours. */
+export function speakerColours(transcript) {
+  const colours = new Map();
+  const add = (label) => { if (label && !colours.has(label)) colours.set(label, colours.size % SPEAKER_COLOURS); };
+  for (const seg of transcript.segments || []) {
+    add(seg.speaker);
+    for (const w of seg.words || []) add(w.speaker);
+  }
+  for (const v of transcript.voices || []) add(v.label);
+  return colours;
+}
+
+/** The tooltip of a speaker's tag: its label, and how sure the match was (a name given by hand has none). */
+function speakerTitle(label, voice) {
+  if (!voice || !voice.name) return label;
+  const how = typeof voice.similarity === "number" ? `matched an enrolled voice, similarity ${voice.similarity.toFixed(2)}` : "named by hand";
+  return `${label}: ${voice.name} (${how})`;
+}
 
 function fmt(seconds) {
   const s = Math.max(0, seconds);
@@ -11,12 +31,10 @@ function fmt(seconds) {
 }
 
 export function renderTranscript(container, transcript, media, searchInput, countOutput) {
-  const speakers = new Map();
-  const colour = (speaker) => {
-    if (!speaker) return null;
-    if (!speakers.has(speaker)) speakers.set(speaker, speakers.size % SPEAKER_COLOURS);
-    return speakers.get(speaker);
-  };
+  const colours = speakerColours(transcript);
+  const colour = (speaker) => colours.get(speaker) ?? null;
+  const voices = new Map((transcript.voices || []).map((v) => [v.label, v]));
+  const nameOf = (label) => voices.get(label)?.name || label;
   const segments = [];  // {el, start, end, words: [{el, start, end, text}]}
   const nodes = [];
   for (const seg of transcript.segments || []) {
@@ -34,7 +52,9 @@ export function renderTranscript(container, transcript, media, searchInput, coun
     if (speaker) {
       const tag = document.createElement("span");
       tag.className = `speaker speaker-${colour(speaker)}`;
-      tag.textContent = speaker;
+      tag.textContent = seg.speaker_name || nameOf(speaker);
+      tag.title = speakerTitle(speaker, voices.get(speaker) || (seg.speaker_name ? { name: seg.speaker_name } : null));
+      tag.dataset.label = speaker;
       block.appendChild(tag);
       block.classList.add(`speaker-${colour(speaker)}`);
     }
@@ -48,7 +68,7 @@ export function renderTranscript(container, transcript, media, searchInput, coun
       word.textContent = w.text.trim();
       word.dataset.start = w.start;
       word.dataset.end = w.end;
-      word.title = `${fmt(w.start)}${w.speaker ? ` · ${w.speaker}` : ""}`;
+      word.title = `${fmt(w.start)}${w.speaker ? ` · ${nameOf(w.speaker)}` : ""}`;
       word.addEventListener("click", () => seek(w.start));
       block.appendChild(word);
       block.appendChild(document.createTextNode(" "));
@@ -90,6 +110,7 @@ export function renderTranscript(container, transcript, media, searchInput, coun
     media.addEventListener("timeupdate", highlight);
     media.addEventListener("seeked", highlight);
   }
+  highlight();
 
   function search() {
     const query = searchInput.value.trim().toLowerCase();
@@ -109,5 +130,13 @@ export function renderTranscript(container, transcript, media, searchInput, coun
   searchInput.value = "";
   searchInput.oninput = search;
   search();
-  return { highlight };
+  return {
+    highlight,
+    /** Unhooks it from the player (before the transcript is rendered again, e.g. after a rename). */
+    stop() {
+      if (!media) return;
+      media.removeEventListener("timeupdate", highlight);
+      media.removeEventListener("seeked", highlight);
+    },
+  };
 }
