@@ -234,6 +234,30 @@ def test_drain_follows_the_values(render: Callable[..., list[Manifest]]) -> None
         assert pod_specs(manifests)[name]["terminationGracePeriodSeconds"] == 645
 
 
+def test_language_models_and_priority_reach_every_service_that_reads_them(
+    render: Callable[..., list[Manifest]],
+) -> None:
+    """The gateway refuses translate_to without a translation model and scores priorities: it must see
+    the same values as the transcribers; the multilingual model is the transcribers' own."""
+    manifests = render(
+        set_values={
+            "config.priorityAgingSeconds": "120",
+            "config.translationModel": "/models/nllb",
+            "workers.transcriber.model.multilingual": "/models/whisper-large-v3",
+        }
+    )
+    configmaps = by_kind(manifests, "ConfigMap")
+    for name, spec in pod_specs(manifests).items():
+        if name.endswith("-redis"):
+            continue
+        env = container_env(spec["containers"][0], configmaps)
+        assert env["MEDIAFLOW_PRIORITY_AGING_SECONDS"] == "120", name
+        assert env["MEDIAFLOW_TRANSLATION_MODEL"] == "/models/nllb", name
+        assert ("MEDIAFLOW_MULTILINGUAL_MODEL" in env) == name.endswith("-transcriber"), name
+    transcriber = container_env(pod_specs(manifests)[f"{RELEASE}-transcriber"]["containers"][0], configmaps)
+    assert transcriber["MEDIAFLOW_MULTILINGUAL_MODEL"] == "/models/whisper-large-v3"
+
+
 # --- GPU pools ---------------------------------------------------------------------------------------
 
 
