@@ -139,7 +139,7 @@ async def retry_job(
     methods=["GET", "HEAD"],
     response_class=Response,
     responses={
-        200: {"description": "the artifact", "content": {"application/octet-stream": {}}},
+        200: {"description": "the artifact, with its own type", "content": {"*/*": {}}},
         206: {"description": "the requested byte range"},
         **problem_responses(401, 404, 416, 503),
     },

@@ -147,7 +147,7 @@ async def get_media(
     "/{media_id}/content",
     response_class=Response,
     responses={
-        200: {"content": {"application/octet-stream": {}}},
+        200: {"description": "the upload, with its own type (audio/flac, video/mp4, ...)", "content": {"*/*": {}}},
         206: {"description": "a range"},
         **problem_responses(401, 404, 416),
     },
