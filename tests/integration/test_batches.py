@@ -206,6 +206,13 @@ async def test_cancel_retry_and_a_partial_batch(probe_stack, media):
     retried = (await client.post(f"/v1/batches/{mixed['id']}/retry", headers=ALICE)).json()
     assert retried["counts"].get("succeeded") == 1  # only the failed item went again
 
+    # the list pages newest first, with each batch's counts
+    first = (await client.get("/v1/batches", headers=ALICE, params={"limit": 1})).json()
+    assert [b["id"] for b in first["batches"]] == [mixed["id"]] and first["next_cursor"] == mixed["id"]
+    rest = (await client.get("/v1/batches", headers=ALICE, params={"cursor": first["next_cursor"]})).json()
+    assert [b["id"] for b in rest["batches"]] == [created["id"]] and rest["next_cursor"] is None
+    assert rest["batches"][0]["counts"] == {"cancelled": 3} and rest["batches"][0]["total"] == 3
+
 
 async def test_the_sweeper_drops_a_batch_whose_jobs_have_gone(probe_stack, redis, settings, media):
     client = probe_stack
