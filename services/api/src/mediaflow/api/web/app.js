@@ -10,7 +10,7 @@ import { openCompose, rememberMedia, setupCompose } from "./compose.js";
 import { openSearch, setupSearch } from "./search.js";
 import { openSpeakers, renderSpeakers } from "./speakers.js";
 import { renderTranscript, speakerColours } from "./transcript.js";
-import { $, el, etaSeconds, fmtBytes, fmtEta, fmtSecs, fmtTime, showError, sparkline } from "./ui.js";
+import { $, confirmTwice, el, etaSeconds, fmtBytes, fmtEta, fmtSecs, fmtTime, showError, sparkline } from "./ui.js";
 
 const VIEWS = ["signin", "upload", "jobs", "job", "queues", "compose", "batch", "search", "speakers"];
 const POLL_MS = 1500;
@@ -102,18 +102,7 @@ function actionButtons(job, onChange) {
     buttons.push(b);
   }
   const del = el("button", { type: "button", class: "delete", "aria-label": `Delete ${job.id}` }, "Delete");
-  let armed = null;
-  del.addEventListener("click", () => {
-    if (!armed) {  // two steps instead of a modal dialog: the second click deletes
-      del.textContent = "Confirm delete";
-      del.classList.add("armed");
-      armed = setTimeout(() => { armed = null; del.textContent = "Delete"; del.classList.remove("armed"); }, 5000);
-      return;
-    }
-    clearTimeout(armed);
-    armed = null;
-    act(del, () => api(jobPath(job.id), { method: "DELETE" }));
-  });
+  confirmTwice(del, () => act(del, () => api(jobPath(job.id), { method: "DELETE" })));
   buttons.push(del);
   return buttons;
 }

@@ -1,7 +1,7 @@
 // Batches: #/batches lists them, #/batches/<id> follows one over its event stream (total progress,
 // counts by state, one row per item with its job), with Cancel batch, Retry failed and Delete.
 import { api, ENDED, followBatch } from "./api.js";
-import { $, el, fmtTime, showError } from "./ui.js";
+import { $, confirmTwice, el, fmtTime, showError } from "./ui.js";
 
 let current = null;  // {id, stream, batch, items: Map index -> item, rows: Map index -> tr}
 
@@ -127,22 +127,10 @@ export function setupBatches() {
   $("#batch-cancel").addEventListener("click", (e) => act(e.currentTarget, (v) => api(`${batchPath(v.id)}/cancel`, { method: "POST" })));
   $("#batch-retry").addEventListener("click", (e) => act(e.currentTarget, (v) => api(`${batchPath(v.id)}/retry`, { method: "POST" })));
   const del = $("#batch-delete");
-  let armed = null;
-  del.addEventListener("click", () => {
-    if (!armed) {  // two steps instead of a modal dialog, as for jobs
-      del.textContent = "Confirm delete";
-      del.classList.add("armed");
-      armed = setTimeout(() => { armed = null; del.textContent = "Delete batch"; del.classList.remove("armed"); }, 5000);
-      return;
-    }
-    clearTimeout(armed);
-    armed = null;
-    del.textContent = "Delete batch";
-    del.classList.remove("armed");
+  confirmTwice(del, () =>
     act(del, async (v) => {
       await api(batchPath(v.id), { method: "DELETE" });
       location.hash = "#/batches";
       return null;
-    }).then(() => { del.disabled = false; });
-  });
+    }).then(() => { del.disabled = false; }));
 }

@@ -2,7 +2,7 @@
 // enrolling their voices: PATCH /v1/jobs/{id}/speakers starts a `relabel` job, followed here until it
 // ends) and the #/speakers view (the tenant's enrolled voices, GET/DELETE /v1/speakers).
 import { api, TERMINAL, followEvents, jobPath } from "./api.js";
-import { $, el, fmtSecs, fmtTime, showError } from "./ui.js";
+import { $, confirmTwice, el, fmtSecs, fmtTime, showError } from "./ui.js";
 
 // ---- the job page's panel ---------------------------------------------------------------------------
 
@@ -97,16 +97,7 @@ function source(voice) {
 
 function deleteButton(voice) {
   const button = el("button", { type: "button", class: "delete", "aria-label": `Delete ${voice.name} (${voice.id})` }, "Delete");
-  let armed = null;
-  button.addEventListener("click", async () => {
-    if (!armed) {  // two steps instead of a modal dialog, as elsewhere: the second click deletes
-      button.textContent = "Confirm delete";
-      button.classList.add("armed");
-      armed = setTimeout(() => { armed = null; button.textContent = "Delete"; button.classList.remove("armed"); }, 5000);
-      return;
-    }
-    clearTimeout(armed);
-    armed = null;
+  confirmTwice(button, async () => {
     button.disabled = true;
     try {
       await api(`v1/speakers/${encodeURIComponent(voice.id)}`, { method: "DELETE" });

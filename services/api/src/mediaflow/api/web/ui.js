@@ -94,3 +94,21 @@ export function sparkline(points, { width = 150, height = 28 } = {}) {
     "data-succeeded": succeeded, "data-failed": failed,
   }, svg("title", {}, label), baseline, ...bars);
 }
+
+/** A delete in two clicks instead of a modal dialog: the first arms the button ("Confirm delete") for
+ * 5 s, the second calls `onConfirm` (the button shows its own label again first). */
+export function confirmTwice(button, onConfirm) {
+  const label = button.textContent;
+  let armed = null;
+  const disarm = () => { clearTimeout(armed); armed = null; button.textContent = label; button.classList.remove("armed"); };
+  button.addEventListener("click", () => {
+    if (!armed) {
+      button.textContent = "Confirm delete";
+      button.classList.add("armed");
+      armed = setTimeout(disarm, 5000);
+      return;
+    }
+    disarm();
+    onConfirm();
+  });
+}
