@@ -22,6 +22,7 @@ from ..errors import Conflict, NotFound
 from . import keys
 from .dispatch import Dispatcher
 from .model import Job, JobState, utcnow
+from .store import newest_ids
 
 GONE = "deleted"  # an item whose job was deleted or expired on its own (or a batch with no job left)
 # The state of an ended batch: every item succeeded / failed / was cancelled, or a mix (partial).
@@ -128,9 +129,7 @@ class BatchStore:
 
     async def page(self, tenant: str, limit: int = 50, cursor: str | None = None) -> tuple[list[Batch], str | None]:
         """Newest first; the cursor is the last id of the previous page (ids sort by time)."""
-        upper = f"({cursor}" if cursor else "+"
-        ids = await self.redis.zrevrangebylex(keys.tenant_batches(tenant), upper, "-", start=0, num=limit + 1)
-        ids = [i.decode() if isinstance(i, bytes) else i for i in ids]
+        ids = await newest_ids(self.redis, keys.tenant_batches(tenant), limit + 1, cursor)
         raws = await self.redis.mget([keys.batch(i) for i in ids[:limit]]) if ids else []
         found = [b for raw in raws if raw is not None and (b := Batch.model_validate_json(raw)).tenant == tenant]
         # every batch's jobs in one MGET (a page is two round trips, however many batches it holds)

@@ -115,6 +115,14 @@ class LeaseLost(Conflict):
     code = "lease_lost"
 
 
+async def newest_ids(redis: Redis, index: str, count: int, cursor: str | None = None) -> builtins.list[str]:
+    """Up to `count` ids of a per-tenant index (a sorted set of ids, all score 0: ids sort by creation
+    time), newest first, after `cursor` (the last id of the previous page)."""
+    upper = f"({cursor}" if cursor else "+"
+    ids = await redis.zrevrangebylex(index, upper, "-", start=0, num=count)
+    return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+
 class JobStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -251,20 +259,17 @@ class JobStore:
         cursor: str | None = None,
     ) -> tuple[builtins.list[Job], str | None]:
         """Newest first. The cursor is the last id of the previous page (ids sort by time)."""
-        index = keys.tenant_index(tenant)
         found: list[Job] = []
-        upper = f"({cursor}" if cursor else "+"
         while len(found) < limit:
-            ids = await self.redis.zrevrangebylex(index, upper, "-", start=0, num=max(limit * 2, 50))
+            ids = await newest_ids(self.redis, keys.tenant_index(tenant), max(limit * 2, 50), cursor)
             if not ids:
                 return found, None
-            ids = [i.decode() if isinstance(i, bytes) else i for i in ids]
             for job in await self.get_many(ids):
                 if (state is None or job.state == state) and (type is None or job.type == type):
                     found.append(job)
                     if len(found) == limit:
                         return found, job.id
-            upper = f"({ids[-1]}"
+            cursor = ids[-1]
         return found, None
 
     async def events(
@@ -300,9 +305,7 @@ class JobStore:
         self, tenant: str, limit: int = 50, cursor: str | None = None
     ) -> tuple[builtins.list[Media], str | None]:
         """The tenant's media, newest first; the cursor is the last id of the previous page."""
-        upper = f"({cursor}" if cursor else "+"
-        ids = await self.redis.zrevrangebylex(keys.tenant_media(tenant), upper, "-", start=0, num=limit + 1)
-        ids = [i.decode() if isinstance(i, bytes) else i for i in ids]
+        ids = await newest_ids(self.redis, keys.tenant_media(tenant), limit + 1, cursor)
         raws = await self.redis.mget([keys.media(i) for i in ids[:limit]]) if ids else []
         found = [Media.model_validate_json(raw) for raw in raws if raw is not None]
         return found, (ids[limit - 1] if len(ids) > limit else None)
